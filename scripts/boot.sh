@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# scripts/boot.sh <mode> <cfg>: boot build/obj-<cfg> bzImage with the
+# initramfs of <mode> in QEMU (TCG, -cpu max => nested SVM), serial log to
+# build/logs/<mode>-<cfg>-<time>.log (+ symlink <mode>-<cfg>.log).
+# Env: BOOT_TIMEOUT (s, default 1200), QEMU_MEM (2G), QEMU_SMP (2),
+#      KERNEL_ARGS (extra cmdline), QUIET=1 (don't echo the console).
+. "$(dirname "$0")/lib.sh"
+
+mode=${1:?usage: boot.sh test|run|shell cfg}
+cfg=${2:?usage: boot.sh test|run|shell cfg}
+obj=$(objdir_of "$cfg")
+kernel=$obj/arch/x86/boot/bzImage
+initrd=$BUILD/initramfs-$mode-$cfg.cpio
+[ -f "$kernel" ] || die "$kernel missing (build the kernel first)"
+[ -f "$initrd" ] || die "$initrd missing"
+mkdir -p "$LOGS"
+logf=$LOGS/$mode-$cfg-$(date +%Y%m%d-%H%M%S).log
+ln -sfn "$(basename "$logf")" "$LOGS/$mode-$cfg.log"
+
+append="console=ttyS0 panic=-1 panic_on_warn=0 kvm.introspection=1 ${KERNEL_ARGS:-}"
+qemu=(qemu-system-x86_64 -M q35 -cpu max -smp "${QEMU_SMP:-2}" -m "${QEMU_MEM:-2G}"
+      -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append")
+log "boot ($mode, $cfg): ${qemu[*]}"
+if [ "$mode" = shell ]; then
+	echo "(QEMU: Ctrl-A X quits; log: $logf)" >&2
+	"${qemu[@]}" -nographic 2>&1 | tee "$logf"
+	exit 0
+fi
+log "serial log: $logf (timeout ${BOOT_TIMEOUT:-1200}s)"
+rc=0
+if [ "${QUIET:-0}" = 1 ]; then
+	timeout -k 10 "${BOOT_TIMEOUT:-1200}" "${qemu[@]}" -display none -monitor none \
+		-serial stdio < /dev/null > "$logf" 2>&1 || rc=$?
+else
+	set -o pipefail
+	timeout -k 10 "${BOOT_TIMEOUT:-1200}" "${qemu[@]}" -display none -monitor none \
+		-serial stdio < /dev/null 2>&1 | tee "$logf" || rc=$?
+fi
+[ "$rc" = 124 ] && warn "QEMU timed out after ${BOOT_TIMEOUT:-1200}s"
+[ "$rc" = 0 ] || [ "$rc" = 124 ] || warn "QEMU exited with rc=$rc"
+echo "$logf" > "$LOGS/last-boot"
+exit 0

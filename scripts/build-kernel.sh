@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# scripts/build-kernel.sh <debug|release>: (re)configure if needed, then build
+# bzImage out of tree in build/obj-<cfg> with ccache. Output goes to
+# build/logs/build-<cfg>.log; errors are shown on failure.
+. "$(dirname "$0")/lib.sh"
+
+cfg=${1:?usage: build-kernel.sh debug|release}
+obj=$(objdir_of "$cfg")
+"$ROOT/scripts/config.sh" "$cfg"
+mkdir -p "$LOGS" "$CCACHE_DIR"
+blog=$LOGS/build-$cfg.log
+log "kernel build ($cfg): make -C $LINUX O=$obj -j$JOBS CC=\"$KCC\" bzImage (log: $blog)"
+if ! make -C "$LINUX" O="$obj" CC="$KCC" HOSTCC=gcc -j"$JOBS" bzImage > "$blog" 2>&1; then
+	grep -nE 'error|Error|\*\*\*' "$blog" | head -60 >&2 || true
+	echo "--- last lines of $blog ---" >&2
+	tail -n 25 "$blog" >&2
+	die "kernel build ($cfg) failed"
+fi
+grep -E 'warning:' "$blog" | sort -u | head -40 | sed 's/^/  build warning: /' >&2 || true
+ls -l "$obj/arch/x86/boot/bzImage" >&2
+ccache -s 2>/dev/null | grep -iE 'hits|misses' | head -3 | sed 's/^/  ccache: /' >&2 || true

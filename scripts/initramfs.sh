@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# scripts/initramfs.sh <mode> <cfg> -> build/initramfs-<mode>-<cfg>.cpio
+# mode: test  - run the control tests (+ kvmi_test if built), kmemleak, power off
+#       run   - run build/selftests/<cfg>/kvmi_demo if built, else as test
+#       shell - interactive busybox shell
+. "$(dirname "$0")/lib.sh"
+
+mode=${1:?usage: initramfs.sh test|run|shell cfg}
+cfg=${2:?usage: initramfs.sh test|run|shell cfg}
+st=$SELFTESTS_OUT/$cfg
+root=$BUILD/initramfs-$mode-$cfg
+cpio_out=$BUILD/initramfs-$mode-$cfg.cpio
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing (package busybox-static)"
+file -L "$BUSYBOX" 2>/dev/null | grep -q 'dynamically linked' && die "$BUSYBOX is not static"
+
+rm -rf "$root"
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,run,etc,root,tests}
+cp "$BUSYBOX" "$root/bin/busybox"
+for a in $("$BUSYBOX" --list-full); do
+	[ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
+done
+
+# Test list: one "name [args...]" per line, binaries in /tests.
+list=$root/tests/list
+: > "$list"
+add_test() { # name path [args]
+	local name=$1 path=$2; shift 2
+	[ -x "$path" ] || die "test binary $path missing (build selftests first)"
+	cp "$path" "$root/tests/$name"
+	echo "$name $*" >> "$list"
+}
+if [ "$mode" = run ] && [ -x "$st/kvmi_demo" ]; then
+	add_test kvmi_demo "$st/kvmi_demo" ${DEMO_ARGS:-}
+elif [ "$mode" != shell ]; then
+	for t in ${TESTS:-$CONTROL_TESTS kvmi_test}; do
+		if [ -x "$st/x86_64/$t" ]; then add_test "$t" "$st/x86_64/$t"
+		elif [ "$t" != kvmi_test ]; then die "test binary $st/x86_64/$t missing"; fi
+	done
+fi
+# In shell mode the built tests are still available under /tests.
+if [ "$mode" = shell ]; then
+	for f in "$st"/x86_64/* "$st"/kvmi_demo; do
+		[ -x "$f" ] && [ -f "$f" ] && case $f in *.o|*.d) ;; *) cp "$f" "$root/tests/";; esac
+	done
+fi
+
+cat > "$root/init" <<INIT
+#!/bin/sh
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+MODE=$mode
+TEST_TIMEOUT=${TEST_TIMEOUT:-900}
+INIT
+cat >> "$root/init" <<'INIT'
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+mount -t debugfs debugfs /sys/kernel/debug
+ip link set lo up 2>/dev/null
+echo "KVMI-HARNESS-START mode=$MODE kernel=$(uname -r) cpus=$(nproc)"
+[ -c /dev/kvm ] && echo "KVMI-HARNESS: /dev/kvm present" || echo "KVMI-HARNESS: /dev/kvm MISSING"
+echo "KVMI-HARNESS: cmdline: $(cat /proc/cmdline)"
+
+if [ "$MODE" = shell ]; then
+	echo "KVMI-HARNESS: interactive shell; tests are in /tests; 'poweroff -f' (or exit) to quit"
+	setsid cttyhack sh -l
+	poweroff -f
+fi
+
+KML=/sys/kernel/debug/kmemleak
+if [ -w $KML ]; then
+	# Forget boot-time objects so only leaks made during the tests are reported.
+	echo scan > $KML; echo clear > $KML
+fi
+
+RESULTS=
+while read -r name args; do
+	[ -n "$name" ] || continue
+	echo "KVMI-TEST-BEGIN $name"
+	timeout "$TEST_TIMEOUT" /tests/$name $args </dev/null 2>&1
+	rc=$?
+	echo "KVMI-TEST-END $name $rc"
+	RESULTS="$RESULTS $name:$rc"
+done < /tests/list
+
+if [ -w $KML ]; then
+	echo "KVMI-HARNESS: kmemleak scan"
+	sleep 6; echo scan > $KML
+	sleep 2; echo scan > $KML
+	echo "KVMI-KMEMLEAK-BEGIN"
+	cat $KML
+	echo "KVMI-KMEMLEAK-END"
+fi
+for r in $RESULTS; do
+	echo "KVMI-TEST-RESULT ${r%%:*} ${r##*:}"
+done
+echo "KVMI-HARNESS-DONE"
+poweroff -f
+INIT
+chmod +x "$root/init"
+(cd "$root" && find . -print0 | LC_ALL=C sort -z |
+	cpio --null -o -H newc --reproducible -R 0:0 --quiet) > "$cpio_out"
+log "initramfs: $cpio_out ($(du -h "$cpio_out" | cut -f1); tests: $(cut -d' ' -f1 "$list" | tr '\n' ' '))"
