@@ -6,8 +6,8 @@ S := scripts
 .PHONY: help packages tree export check config kernel selftests test run shell results clean distclean
 
 help:
-	@sed -n 's/^## //p' README.md | head -40 || true
-	@echo "targets: packages tree export check kernel selftests test run shell results clean distclean"
+	@echo "make tree | export | check | test | run | shell | kernel | selftests | results | clean | distclean"
+	@echo "(CFG=debug|release for kernel/selftests/config/results; see README.md)"
 
 packages:
 	@$(S)/packages.sh
@@ -15,7 +15,6 @@ packages:
 tree: packages
 	@$(S)/tree.sh
 
-## make export: regenerate patches/ from build/linux (base..HEAD)
 export:
 	@$(S)/export.sh
 

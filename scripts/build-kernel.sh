@@ -6,6 +6,7 @@
 
 cfg=${1:?usage: build-kernel.sh debug|release}
 obj=$(objdir_of "$cfg")
+lock_objdir "$cfg"
 "$ROOT/scripts/config.sh" "$cfg"
 mkdir -p "$LOGS" "$CCACHE_DIR"
 blog=$LOGS/build-$cfg.log

@@ -7,6 +7,7 @@
 
 cfg=${1:?usage: build-selftests.sh debug|release}
 obj=$(objdir_of "$cfg")
+lock_objdir "$cfg"
 out=$SELFTESTS_OUT/$cfg
 kdir=$LINUX/tools/testing/selftests/kvm
 [ -f "$obj/.config" ] || "$ROOT/scripts/config.sh" "$cfg"

@@ -15,6 +15,7 @@ case $cfg in
 esac
 require_tree
 obj=$(objdir_of "$cfg")
+lock_objdir "$cfg"
 mkdir -p "$obj"
 
 stamp_of() {

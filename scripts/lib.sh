@@ -64,3 +64,18 @@ require_tree() {
 
 # Upstream KVM selftests that must pass in the nested-SVM QEMU guest.
 CONTROL_TESTS=${CONTROL_TESTS:-"sync_regs_test userspace_msr_exit_test platform_info_test svm_int_ctl_test"}
+
+# Serialize harness runs that use the same objdir (two people/terminals
+# building obj-debug at once would corrupt it). Held until the calling script
+# exits; nested harness scripts inherit it through HARNESS_LOCK_<cfg>.
+lock_objdir() {
+	local cfg=$1 var="HARNESS_LOCK_$1"
+	[ "${!var:-}" = 1 ] && return 0
+	mkdir -p "$BUILD"
+	exec {HARNESS_LOCK_FD}> "$BUILD/.lock-obj-$cfg"
+	if ! flock -n "$HARNESS_LOCK_FD"; then
+		log "waiting for another harness run using build/obj-$cfg ..."
+		flock "$HARNESS_LOCK_FD"
+	fi
+	export "$var=1"
+}

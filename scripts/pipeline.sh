@@ -6,6 +6,7 @@
 
 mode=${1:?usage: pipeline.sh test|run cfg}
 cfg=${2:?usage: pipeline.sh test|run cfg}
+lock_objdir "$cfg"
 mkdir -p "$LOGS"
 : > "$LOGS/timings"
 t0=$(date +%s)

@@ -2,6 +2,7 @@
 # Interactive busybox shell on the release kernel (QEMU serial on this terminal).
 . "$(dirname "$0")/lib.sh"
 cfg=${CFG:-release}
+lock_objdir "$cfg"
 S=$ROOT/scripts
 "$S/packages.sh"; "$S/tree.sh"
 "$S/build-kernel.sh" "$cfg"
