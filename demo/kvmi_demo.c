@@ -1,0 +1,316 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kvmi_demo: a live KVM introspection session, for `make run`.
+ *
+ * This program is both the VMM (it creates a VM with the KVM selftest
+ * library and hands one end of a socketpair to KVM_INTROSPECTION_HOOK)
+ * and the introspection tool (it speaks the KVMI protocol on the other
+ * end).  It prints every event with the vCPU state that came with it,
+ * answers it, then unhooks and says what happened.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <linux/kvmi.h>
+#include <linux/kvm_para.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+
+#define NR_VCPUS	2
+#define NR_AGENT_CALLS	3
+
+static int tool_fd;
+static uint32_t cmd_seq = 1000;
+
+/* Guest: an "agent" that calls the tool a few times, then counts. */
+static volatile uint64_t guest_counter[NR_VCPUS];
+
+static void agent_hypercall(void)
+{
+	uint64_t rax = KVM_HC_XEN_HVM_OP;
+
+	if (host_cpu_is_amd)
+		asm volatile("vmmcall" : "+a"(rax)
+			     : "D"(KVM_HC_XEN_HVM_OP_GUEST_REQUEST_VM_EVENT)
+			     : "memory");
+	else
+		asm volatile("vmcall" : "+a"(rax)
+			     : "D"(KVM_HC_XEN_HVM_OP_GUEST_REQUEST_VM_EVENT)
+			     : "memory");
+}
+
+static void guest_code(int id)
+{
+	int i;
+
+	for (i = 0; i < NR_AGENT_CALLS; i++)
+		agent_hypercall();
+	for (;;)
+		guest_counter[id]++;
+}
+
+static void *vcpu_thread(void *arg)
+{
+	struct kvm_vcpu *vcpu = arg;
+	struct ucall uc;
+
+	for (;;) {
+		vcpu_run(vcpu);
+		if (vcpu->run->exit_reason == KVM_EXIT_IO &&
+		    get_ucall(vcpu, &uc) == UCALL_ABORT)
+			REPORT_GUEST_ASSERT(uc);
+		if (vcpu->run->exit_reason == KVM_EXIT_SYSTEM_EVENT)
+			return NULL;
+	}
+	return NULL;
+}
+
+static void xwrite(const void *buf, size_t size)
+{
+	TEST_ASSERT(write(tool_fd, buf, size) == (ssize_t)size,
+		    "write to the KVMI socket: %s", strerror(errno));
+}
+
+static int xread(void *buf, size_t size, int timeout_ms)
+{
+	struct pollfd pfd = { .fd = tool_fd, .events = POLLIN };
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < size) {
+		if (poll(&pfd, 1, timeout_ms) != 1)
+			return -ETIMEDOUT;
+		n = read(tool_fd, (char *)buf + done, size - done);
+		if (n <= 0)
+			return -EPIPE;
+		done += n;
+	}
+	return 0;
+}
+
+struct event_msg {
+	struct kvmi_msg_hdr hdr;
+	struct kvmi_event ev;
+};
+
+/* Events that arrived while we waited for a command's reply. */
+static struct event_msg queued[16];
+static int nr_queued;
+
+/* Sends a command; returns its error code and copies the reply. */
+static int command(uint16_t id, const void *req, size_t req_size,
+		   void *rpl, size_t rpl_size)
+{
+	struct kvmi_msg_hdr hdr = { .id = id, .size = req_size,
+				    .seq = ++cmd_seq };
+	struct kvmi_error_code ec;
+	char buf[8192];
+
+	memcpy(buf, &hdr, sizeof(hdr));
+	memcpy(buf + sizeof(hdr), req, req_size);
+	xwrite(buf, sizeof(hdr) + req_size);
+
+	for (;;) {
+		TEST_ASSERT(!xread(&hdr, sizeof(hdr), 5000),
+			    "no reply to %u", id);
+		TEST_ASSERT(!xread(buf, hdr.size, 5000), "short message");
+		if (hdr.id != KVMI_EVENT)
+			break;
+		TEST_ASSERT(nr_queued < 16 &&
+			    hdr.size == sizeof(struct kvmi_event),
+			    "unexpected event");
+		queued[nr_queued].hdr = hdr;
+		memcpy(&queued[nr_queued++].ev, buf, hdr.size);
+	}
+	TEST_ASSERT(hdr.id == id && hdr.seq == cmd_seq,
+		    "reply id %u seq %u, expected %u %u",
+		    hdr.id, hdr.seq, id, cmd_seq);
+	memcpy(&ec, buf, sizeof(ec));
+	if (!ec.err && rpl)
+		memcpy(rpl, buf + sizeof(ec), rpl_size);
+	return ec.err;
+}
+
+struct vcpu_cmd {
+	struct kvmi_vcpu_hdr hdr;
+	union {
+		struct kvmi_control_events ctl;
+		struct kvmi_pause_vcpu pause;
+	};
+};
+
+static const char *event_name(unsigned int id)
+{
+	static const char * const names[] = {
+		"UNHOOK", "CR", "MSR", "XSETBV", "BREAKPOINT", "HYPERCALL",
+		"PF", "TRAP", "DESCRIPTOR", "CREATE_VCPU", "PAUSE_VCPU",
+		"SINGLESTEP",
+	};
+
+	return id < KVMI_NUM_EVENTS ? names[id] : "?";
+}
+
+/* Receives one event, prints it, asks for the registers, answers. */
+static int handle_one_event(int timeout_ms)
+{
+	struct event_msg msg;
+	struct {
+		struct kvmi_msg_hdr hdr;
+		struct kvmi_vcpu_hdr vcpu;
+		struct kvmi_event_reply reply;
+	} rpl = {};
+	struct {
+		struct kvmi_vcpu_hdr vcpu;
+		struct kvmi_get_registers req;
+	} greq = {};
+	struct kvmi_get_registers_reply regs;
+	int err;
+
+	if (nr_queued) {
+		msg = queued[0];
+		memmove(&queued[0], &queued[1], --nr_queued * sizeof(msg));
+	} else if (xread(&msg, sizeof(msg), timeout_ms)) {
+		return -1;
+	}
+	TEST_ASSERT(msg.hdr.id == KVMI_EVENT, "expected an event");
+
+	printf("  event %-11s vCPU %u  seq %-3u rip 0x%llx  mode %u  cr0 0x%llx  cr3 0x%llx  efer 0x%llx\n",
+	       event_name(msg.ev.event), msg.ev.vcpu, msg.hdr.seq,
+	       msg.ev.arch.regs.rip, msg.ev.arch.mode, msg.ev.arch.sregs.cr0,
+	       msg.ev.arch.sregs.cr3, msg.ev.arch.msrs.efer);
+	if (msg.ev.event == KVMI_EVENT_UNHOOK)
+		return msg.ev.event;
+
+	/* The vCPU waits for us and answers commands meanwhile. */
+	greq.vcpu.vcpu = msg.ev.vcpu;
+	err = command(KVMI_GET_REGISTERS, &greq, sizeof(greq),
+		      &regs, sizeof(regs));
+	TEST_ASSERT(!err, "GET_REGISTERS during the event: %d", err);
+	printf("        GET_REGISTERS while it waits: rip 0x%llx rax 0x%llx rdi 0x%llx -> reply CONTINUE\n",
+	       regs.regs.rip, regs.regs.rax, regs.regs.rdi);
+
+	rpl.hdr.id = KVMI_EVENT_REPLY;
+	rpl.hdr.seq = msg.hdr.seq;
+	rpl.hdr.size = sizeof(rpl) - sizeof(rpl.hdr);
+	rpl.vcpu.vcpu = msg.ev.vcpu;
+	rpl.reply.event = msg.ev.event;
+	rpl.reply.action = KVMI_EVENT_ACTION_CONTINUE;
+	xwrite(&rpl, sizeof(rpl));
+	return msg.ev.event;
+}
+
+int main(void)
+{
+	struct kvm_introspection_feature all = { .allow = 1, .id = -1 };
+	struct kvm_introspection_hook hook = { };
+	struct kvmi_get_version_reply version;
+	struct kvmi_get_guest_info_reply info;
+	struct kvm_vcpu *vcpus[NR_VCPUS];
+	pthread_t threads[NR_VCPUS];
+	struct kvmi_control_vm_events vm_ev = { .event_id = KVMI_EVENT_UNHOOK,
+						.enable = 1 };
+	int counts[KVMI_NUM_EVENTS] = { };
+	uint64_t before[NR_VCPUS], *counter;
+	struct kvm_vm *vm;
+	int sv[2], i, ev;
+
+	printf("kvmi_demo: KVM introspection on Linux %s\n",
+	       "6.12 (patched)");
+	TEST_REQUIRE(kvm_check_cap(KVM_CAP_INTROSPECTION));
+
+	vm = vm_create_with_vcpus(NR_VCPUS, guest_code, vcpus);
+	for (i = 0; i < NR_VCPUS; i++)
+		vcpu_args_set(vcpus[i], 1, i);
+
+	TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv), "socketpair");
+	tool_fd = sv[1];
+	hook.fd = sv[0];
+	memcpy(hook.uuid, "kvmi-demo-vm-001", 16);
+	vm_ioctl(vm, KVM_INTROSPECTION_HOOK, &hook);
+	vm_ioctl(vm, KVM_INTROSPECTION_COMMAND, &all);
+	vm_ioctl(vm, KVM_INTROSPECTION_EVENT, &all);
+	close(sv[0]);	/* KVM holds its own reference */
+	printf("VMM: VM with %d vCPUs hooked; all commands and events allowed\n",
+	       NR_VCPUS);
+
+	TEST_ASSERT(!command(KVMI_GET_VERSION, NULL, 0, &version,
+			     sizeof(version)), "GET_VERSION");
+	TEST_ASSERT(!command(KVMI_GET_GUEST_INFO, NULL, 0, &info,
+			     sizeof(info)), "GET_GUEST_INFO");
+	printf("tool: KVMI version %u, %u vCPUs\n", version.version,
+	       info.vcpu_count);
+
+	for (i = 0; i < NR_VCPUS; i++) {
+		struct vcpu_cmd c = { .hdr.vcpu = i };
+
+		c.ctl.event_id = KVMI_EVENT_HYPERCALL;
+		c.ctl.enable = 1;
+		TEST_ASSERT(!command(KVMI_CONTROL_EVENTS, &c,
+				     sizeof(c.hdr) + sizeof(c.ctl), NULL, 0),
+			    "CONTROL_EVENTS");
+	}
+	TEST_ASSERT(!command(KVMI_CONTROL_VM_EVENTS, &vm_ev, sizeof(vm_ev),
+			     NULL, 0), "CONTROL_VM_EVENTS");
+	printf("tool: HYPERCALL enabled on every vCPU, UNHOOK enabled\n");
+
+	for (i = 0; i < NR_VCPUS; i++)
+		pthread_create(&threads[i], NULL, vcpu_thread, vcpus[i]);
+
+	printf("tool: waiting for the guest agent's hypercalls\n");
+	for (i = 0; i < NR_VCPUS * NR_AGENT_CALLS; i++) {
+		ev = handle_one_event(10000);
+		TEST_ASSERT(ev >= 0, "no event from the guest");
+		counts[ev]++;
+	}
+
+	printf("tool: pausing every vCPU (KVMI_PAUSE_VCPU, wait=1)\n");
+	for (i = 0; i < NR_VCPUS; i++) {
+		struct vcpu_cmd c = { .hdr.vcpu = i };
+
+		c.pause.wait = 1;
+		TEST_ASSERT(!command(KVMI_PAUSE_VCPU, &c,
+				     sizeof(c.hdr) + sizeof(c.pause), NULL, 0),
+			    "PAUSE_VCPU");
+	}
+	for (i = 0; i < NR_VCPUS; i++) {
+		ev = handle_one_event(10000);
+		TEST_ASSERT(ev >= 0, "no PAUSE_VCPU event");
+		counts[ev]++;
+	}
+
+	counter = addr_gva2hva(vm, (vm_vaddr_t)&guest_counter);
+	for (i = 0; i < NR_VCPUS; i++)
+		before[i] = counter[i];
+	usleep(200000);
+
+	printf("VMM: KVM_INTROSPECTION_PREUNHOOK\n");
+	vm_ioctl(vm, KVM_INTROSPECTION_PREUNHOOK, NULL);
+	ev = handle_one_event(5000);
+	TEST_ASSERT(ev == KVMI_EVENT_UNHOOK, "no UNHOOK event");
+	counts[ev]++;
+	close(tool_fd);
+	printf("tool: got UNHOOK, closed the socket\n");
+	vm_ioctl(vm, KVM_INTROSPECTION_UNHOOK, NULL);
+	printf("VMM: KVM_INTROSPECTION_UNHOOK done\n");
+
+	printf("\nsummary: %d HYPERCALL, %d PAUSE_VCPU, %d UNHOOK events, all answered\n",
+	       counts[KVMI_EVENT_HYPERCALL], counts[KVMI_EVENT_PAUSE_VCPU],
+	       counts[KVMI_EVENT_UNHOOK]);
+	for (i = 0; i < NR_VCPUS; i++)
+		printf("summary: vCPU %d kept running after its events (guest counter %llu -> %llu)\n",
+		       i, (unsigned long long)before[i],
+		       (unsigned long long)counter[i]);
+	for (i = 0; i < NR_VCPUS; i++)
+		TEST_ASSERT(counter[i] > before[i], "vCPU %d stopped", i);
+
+	printf("kvmi_demo: OK\n");
+	/* The vCPU threads run until the process exits. */
+	exit(0);
+}
