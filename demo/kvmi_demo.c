@@ -31,6 +31,7 @@ static uint32_t cmd_seq = 1000;
 
 /* Guest: an "agent" that calls the tool a few times, then counts. */
 static volatile uint64_t guest_counter[NR_VCPUS];
+static volatile int go;	/* set by the tool once it enabled the events */
 
 static void agent_hypercall(void)
 {
@@ -50,6 +51,8 @@ static void guest_code(int id)
 {
 	int i;
 
+	while (!go)
+		asm volatile("pause");
 	for (i = 0; i < NR_AGENT_CALLS; i++)
 		agent_hypercall();
 	for (;;)
@@ -240,6 +243,10 @@ int main(void)
 	printf("VMM: VM with %d vCPUs hooked; all commands and events allowed\n",
 	       NR_VCPUS);
 
+	/* vCPU commands are served by vCPUs inside KVM_RUN. */
+	for (i = 0; i < NR_VCPUS; i++)
+		pthread_create(&threads[i], NULL, vcpu_thread, vcpus[i]);
+
 	TEST_ASSERT(!command(KVMI_GET_VERSION, NULL, 0, &version,
 			     sizeof(version)), "GET_VERSION");
 	TEST_ASSERT(!command(KVMI_GET_GUEST_INFO, NULL, 0, &info,
@@ -260,9 +267,7 @@ int main(void)
 			     NULL, 0), "CONTROL_VM_EVENTS");
 	printf("tool: HYPERCALL enabled on every vCPU, UNHOOK enabled\n");
 
-	for (i = 0; i < NR_VCPUS; i++)
-		pthread_create(&threads[i], NULL, vcpu_thread, vcpus[i]);
-
+	*(int *)addr_gva2hva(vm, (vm_vaddr_t)&go) = 1;
 	printf("tool: waiting for the guest agent's hypercalls\n");
 	for (i = 0; i < NR_VCPUS * NR_AGENT_CALLS; i++) {
 		ev = handle_one_event(10000);
