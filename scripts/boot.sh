@@ -38,5 +38,4 @@ else
 fi
 [ "$rc" = 124 ] && warn "QEMU timed out after ${BOOT_TIMEOUT:-1200}s"
 [ "$rc" = 0 ] || [ "$rc" = 124 ] || warn "QEMU exited with rc=$rc"
-echo "$logf" > "$LOGS/last-boot"
 exit 0

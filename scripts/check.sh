@@ -43,7 +43,8 @@ for p in "${patches[@]}"; do
 		echo "      (remaining $(( ${#patches[@]} - i )) patch(es) not checked)"
 		break
 	fi
-	if out=$(cd "$CHECK" && perl scripts/checkpatch.pl --strict --color=never "$p" 2>&1); then
+	# PATH: spdxcheck.py (run by checkpatch) needs Debian python3 + python3-ply/-git.
+	if out=$(cd "$CHECK" && PATH=/usr/bin:$PATH perl scripts/checkpatch.pl --strict --color=never "$p" 2>&1); then
 		echo "OK    $name: applies, checkpatch clean"
 		pass=$((pass + 1))
 	else

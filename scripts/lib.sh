@@ -19,6 +19,7 @@ PY=${PY:-/usr/bin/python3}
 # Packages needed on a fresh Debian 12 machine.
 PACKAGES=(qemu-system-x86 linux-source-6.12 flex bison bc libelf-dev libssl-dev
           busybox-static cpio ccache dwarves kmod rsync git make gcc perl
+          python3-ply python3-git
           python3 xz-utils)
 
 log()  { printf '==> %s\n' "$*" >&2; }
@@ -28,7 +29,7 @@ die()  { printf 'ERROR(harness): %s\n' "$*" >&2; exit 1; }
 fmt_dur() { local s=$1; printf '%dm%02ds' $((s / 60)) $((s % 60)); }
 
 # Phase timing: "timed <label> cmd args..." runs cmd, prints and records its
-# duration in $BUILD/logs/timings (one "label seconds" per line).
+# duration in $TIMINGS (default build/logs/timings; "label<TAB>seconds" lines).
 timed() {
 	local label=$1; shift
 	local t0 rc=0
@@ -36,7 +37,7 @@ timed() {
 	"$@" || rc=$?
 	local dt=$(( $(date +%s) - t0 ))
 	mkdir -p "$LOGS"
-	printf '%s %s\n' "$label" "$dt" >> "$LOGS/timings"
+	printf '%s\t%s\n' "$label" "$dt" >> "${TIMINGS:-$LOGS/timings}"
 	printf '==> %s: %s%s\n' "$label" "$(fmt_dur "$dt")" \
 		"$([ "$rc" = 0 ] || echo " (FAILED rc=$rc)")" >&2
 	return "$rc"

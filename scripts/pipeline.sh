@@ -8,11 +8,12 @@ mode=${1:?usage: pipeline.sh test|run cfg}
 cfg=${2:?usage: pipeline.sh test|run cfg}
 lock_objdir "$cfg"
 mkdir -p "$LOGS"
-: > "$LOGS/timings"
+export TIMINGS=$LOGS/timings-$mode-$cfg
+: > "$TIMINGS"
 t0=$(date +%s)
 S=$ROOT/scripts
 fail_early() {
-	echo "=== phase timings ==="; sed 's/^/  /' "$LOGS/timings"
+	echo "=== phase timings ==="; tr '\t' ' ' < "$TIMINGS" | sed 's/^/  /'
 	echo "0 passed, 1 failed, 0 skipped"
 	exit 1
 }
@@ -23,10 +24,10 @@ timed "kernel build ($cfg)" "$S/build-kernel.sh" "$cfg" || fail_early
 timed "selftests build ($cfg)" "$S/build-selftests.sh" "$cfg" || fail_early
 timed "initramfs" "$S/initramfs.sh" "$mode" "$cfg" || fail_early
 timed "boot+tests ($cfg)" "$S/boot.sh" "$mode" "$cfg" || fail_early
-logf=$(cat "$LOGS/last-boot")
+logf=$LOGS/$(readlink "$LOGS/$mode-$cfg.log")
 echo
 echo "=== phase timings ==="
-while read -r label secs; do printf '  %-26s %s\n' "$label:" "$(fmt_dur "$secs")"; done < "$LOGS/timings"
+while IFS=$'\t' read -r label secs; do printf '  %-26s %s\n' "$label:" "$(fmt_dur "$secs")"; done < "$TIMINGS"
 printf '  %-26s %s\n' "total:" "$(fmt_dur $(( $(date +%s) - t0 )))"
 echo
 echo "=== results ($mode, $cfg) ==="
