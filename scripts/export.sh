@@ -12,6 +12,13 @@ if [ -n "$(git -C "$LINUX" status --porcelain --untracked-files=no)" ]; then
 	warn "build/linux has uncommitted changes; they are NOT exported:"
 	git -C "$LINUX" status --short --untracked-files=no | sed 's/^/    /' >&2
 fi
+# Debian's top-level .gitignore ("/*") hides every new file from git status:
+# list untracked files explicitly (a new file needs "git add -f").
+untracked=$(git -C "$LINUX" ls-files -o)
+if [ -n "$untracked" ]; then
+	warn "build/linux has untracked files (not exported; new files need 'git add -f'):"
+	printf '%s\n' "$untracked" | head -20 | sed 's/^/    /' >&2
+fi
 n=$(git -C "$LINUX" rev-list --count base..HEAD)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 if [ "$n" -gt 0 ]; then

@@ -12,8 +12,15 @@ export TIMINGS=$LOGS/timings-$mode-$cfg
 : > "$TIMINGS"
 t0=$(date +%s)
 S=$ROOT/scripts
+print_timings() {
+	echo "=== phase timings ==="
+	while IFS=$'\t' read -r label secs; do
+		printf '  %-26s %s\n' "$label:" "$(fmt_dur "$secs")"
+	done < "$TIMINGS"
+	printf '  %-26s %s\n' "total:" "$(fmt_dur $(( $(date +%s) - t0 )))"
+}
 fail_early() {
-	echo "=== phase timings ==="; tr '\t' ' ' < "$TIMINGS" | sed 's/^/  /'
+	print_timings
 	echo "0 passed, 1 failed, 0 skipped"
 	exit 1
 }
@@ -26,9 +33,7 @@ timed "initramfs" "$S/initramfs.sh" "$mode" "$cfg" || fail_early
 timed "boot+tests ($cfg)" "$S/boot.sh" "$mode" "$cfg" || fail_early
 logf=$LOGS/$(readlink "$LOGS/$mode-$cfg.log")
 echo
-echo "=== phase timings ==="
-while IFS=$'\t' read -r label secs; do printf '  %-26s %s\n' "$label:" "$(fmt_dur "$secs")"; done < "$TIMINGS"
-printf '  %-26s %s\n' "total:" "$(fmt_dur $(( $(date +%s) - t0 )))"
+print_timings
 echo
 echo "=== results ($mode, $cfg) ==="
 exec "$PY" "$S/results.py" "$logf" "$BUILD/initramfs-$mode-$cfg/tests/list"

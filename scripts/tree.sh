@@ -26,6 +26,8 @@ if [ -e "$LINUX" ]; then
 	echo "  HEAD:            $(git -C "$LINUX" log -1 --format='%h %s')"
 	echo "  commits on base: $ontop (patches/ has $npatch)"
 	echo "  uncommitted:     $dirty path(s)"
+	untracked=$(git -C "$LINUX" ls-files -o | wc -l)
+	[ "$untracked" = 0 ] || echo "  untracked:       $untracked file(s) (hidden by Debian's .gitignore; 'git add -f' them)"
 	[ -d "$(git -C "$LINUX" rev-parse --git-path rebase-apply)" ] &&
 		warn "a 'git am' is in progress in $LINUX"
 	case $basemsg in *"$(pkg_version)") ;; *)
