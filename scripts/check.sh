@@ -6,6 +6,7 @@
 require_tree
 
 CHECK=$BUILD/check
+lock_objdir check
 base=$(git -C "$LINUX" rev-parse base^{commit})
 mapfile -t patches < <(series_patches)
 
