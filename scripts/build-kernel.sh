@@ -11,6 +11,9 @@ lock_objdir "$cfg"
 mkdir -p "$LOGS" "$CCACHE_DIR"
 blog=$LOGS/build-$cfg.log
 log "kernel build ($cfg): make -C $LINUX O=$obj -j$JOBS CC=\"$KCC\" bzImage (log: $blog)"
+cc_stats() { ccache --print-stats 2>/dev/null | awk '$1 ~ /cache_hit$/ {h += $2} $1 == "cache_miss" {m += $2} END {print h+0, m+0}'; }
+read -r h0 m0 < <(cc_stats)
+t0=$(date +%s)
 if ! make -C "$LINUX" O="$obj" CC="$KCC" HOSTCC=gcc -j"$JOBS" bzImage > "$blog" 2>&1; then
 	grep -nE 'error|Error|\*\*\*' "$blog" | head -60 >&2 || true
 	echo "--- last lines of $blog ---" >&2
@@ -19,4 +22,6 @@ if ! make -C "$LINUX" O="$obj" CC="$KCC" HOSTCC=gcc -j"$JOBS" bzImage > "$blog" 
 fi
 grep -E 'warning:' "$blog" | sort -u | head -40 | sed 's/^/  build warning: /' >&2 || true
 ls -l "$obj/arch/x86/boot/bzImage" >&2
-ccache -s 2>/dev/null | grep -iE 'hits|misses' | head -3 | sed 's/^/  ccache: /' >&2 || true
+read -r h1 m1 < <(cc_stats)
+ncc=$(grep -cE '^\s+CC\s' "$blog" || true)
+log "kernel build ($cfg): $ncc C files compiled (ccache: $((h1 - h0)) hits, $((m1 - m0)) misses) in $(fmt_dur $(( $(date +%s) - t0 )))"

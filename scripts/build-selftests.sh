@@ -2,7 +2,8 @@
 # scripts/build-selftests.sh <debug|release>
 # Install the kernel's uapi headers into build/obj-<cfg>/usr/include, then
 # build static KVM selftests into build/selftests/<cfg>/ (nothing is written
-# into the source tree), plus demo/kvmi_demo.c if it exists.
+# into the source tree), plus demo/kvmi_demo.c if it exists and BUILD_DEMO=1
+# (make run / make shell; make test does not need the demo).
 . "$(dirname "$0")/lib.sh"
 
 cfg=${1:?usage: build-selftests.sh debug|release}
@@ -48,7 +49,7 @@ fi
 # headers. If it includes the selftest library (kvm_util.h / test_util.h)
 # it is compiled with the selftest include paths and linked with libkvm.
 demo=$ROOT/demo/kvmi_demo.c
-if [ -f "$demo" ]; then
+if [ -f "$demo" ] && [ "${BUILD_DEMO:-0}" = 1 ]; then
 	log "selftests ($cfg): demo/kvmi_demo.c -> $out/kvmi_demo"
 	cflags=(-static -O2 -g -Wall -std=gnu99 -isystem "$obj/usr/include" -pthread)
 	extra=()
@@ -62,6 +63,8 @@ if [ -f "$demo" ]; then
 	$KCC "${cflags[@]}" -o "$out/kvmi_demo" "$demo" "${extra[@]}" -ldl >> "$slog" 2>&1 ||
 		{ tail -n 30 "$slog" >&2; die "demo build failed"; }
 fi
-ls "$out"/x86_64/ "$out"/kvmi_demo 2>/dev/null | grep -vE '\.(o|d)$' | tr '\n' ' ' >&2; echo >&2
+built=()
+for t in "${tests[@]}" kvmi_demo; do [ -x "$out/$t" ] && built+=("${t##*/}"); done
+log "selftests ($cfg): built in $out: ${built[*]}"
 [ -z "$(git -C "$LINUX" status --porcelain --ignored -- tools/testing/selftests/kvm | grep -v '^ M' || true)" ] ||
 	warn "selftests build left files in the source tree: $(git -C "$LINUX" status --porcelain --ignored -- tools/testing/selftests/kvm | head -5)"

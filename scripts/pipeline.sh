@@ -28,6 +28,7 @@ timed "packages" "$S/packages.sh" || fail_early
 timed "tree" "$S/tree.sh" || fail_early
 log "series: $(git -C "$LINUX" rev-list --count base..HEAD) commit(s) on $(git -C "$LINUX" log -1 --format=%s base)"
 timed "kernel build ($cfg)" "$S/build-kernel.sh" "$cfg" || fail_early
+[ "$mode" = run ] && export BUILD_DEMO=1
 timed "selftests build ($cfg)" "$S/build-selftests.sh" "$cfg" || fail_early
 timed "initramfs" "$S/initramfs.sh" "$mode" "$cfg" || fail_early
 timed "boot+tests ($cfg)" "$S/boot.sh" "$mode" "$cfg" || fail_early
