@@ -44,7 +44,8 @@ shell:
 # Re-parse the last boot log of MODE/CFG (default test/debug).
 MODE ?= test
 results:
-	@/usr/bin/python3 $(S)/results.py build/logs/$(MODE)-$(CFG).log build/initramfs-$(MODE)-$(CFG)/tests/list
+	@/usr/bin/python3 $(S)/results.py build/logs/$(MODE)-$(CFG).log build/initramfs-$(MODE)-$(CFG)/tests/list \
+		$$(cat build/selftests/$(CFG)/.build-failed 2>/dev/null)
 
 clean:
 	@$(S)/clean.sh clean

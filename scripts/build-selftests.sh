@@ -20,31 +20,49 @@ kmake "$obj" headers > "$slog" 2>&1 || { cat "$slog" >&2; die "make headers fail
 
 tests=()
 for t in $CONTROL_TESTS; do tests+=("x86_64/$t"); done
+kvmi=
 if [ -f "$kdir/x86_64/kvmi_test.c" ]; then
 	if grep -qE '^TEST_GEN_PROGS_x86_64[[:space:]]*\+?=[[:space:]]*x86_64/kvmi_test[[:space:]]*$' "$kdir/Makefile"; then
-		tests+=(x86_64/kvmi_test)
+		kvmi=x86_64/kvmi_test
 	else
 		warn "x86_64/kvmi_test.c exists but the kvm selftests Makefile lacks 'TEST_GEN_PROGS_x86_64 += x86_64/kvmi_test': not built"
 	fi
 fi
-targets=()
-for t in "${tests[@]}"; do targets+=("$out/$t"); done
+# Tests that failed to build are listed here (one per line) so that the
+# results count them as failures; their stale binaries are removed.
+failed_list=$out/.build-failed
+: > "$failed_list"
 
 # OUTPUT= keeps all objects out of the source tree; KHDR_INCLUDES points the
 # build at the headers of this objdir (lib.mk's default is the source tree's
 # usr/include, which must stay absent for O= builds).
 # LDFLAGS given on the command line replaces the Makefile's "-pthread
 # -no-pie" (glibc >= 2.34 has pthreads in libc; -static implies no PIE).
-log "selftests ($cfg): ${tests[*]##*/}"
-if ! make -C "$kdir" -j"$JOBS" OUTPUT="$out" \
+kst_make() {
+	make -C "$kdir" -j"$JOBS" OUTPUT="$out" \
 		KHDR_INCLUDES="-isystem $obj/usr/include" \
 		EXTRA_CFLAGS=-static LDFLAGS=-static CC="$KCC" \
-		"${targets[@]}" >> "$slog" 2>&1; then
-	grep -nE 'error|Error' "$slog" | head -40 >&2 || true
-	tail -n 15 "$slog" >&2
-	die "selftests build failed (log: $slog)"
+		"${@/#/$out/}" >> "$slog" 2>&1
+}
+show_errors() {
+	grep -nE 'error|Error' "$1" | head -40 >&2 || true
+	echo "--- last lines of $1 ---" >&2
+	tail -n 15 "$1" >&2
+}
+untracked_before=$(git -C "$LINUX" ls-files -o -- tools/testing/selftests)
+log "selftests ($cfg): ${tests[*]##*/}"
+kst_make "${tests[@]}" || { show_errors "$slog"; die "selftests build failed (log: $slog)"; }
+if [ -n "$kvmi" ]; then
+	log "selftests ($cfg): kvmi_test"
+	klog=$LOGS/selftests-$cfg-kvmi_test.log
+	: > "$klog"
+	if ! slog=$klog kst_make "$kvmi"; then
+		show_errors "$klog"
+		warn "kvmi_test failed to build (log: $klog); the other tests still run"
+		rm -f "$out/$kvmi"
+		echo kvmi_test >> "$failed_list"
+	fi
 fi
-
 # Optional demo: demo/kvmi_demo.c, static, against this kernel's uapi
 # headers. If it includes the selftest library (kvm_util.h / test_util.h)
 # it is compiled with the selftest include paths and linked with libkvm.
@@ -64,7 +82,7 @@ if [ -f "$demo" ] && [ "${BUILD_DEMO:-0}" = 1 ]; then
 		{ tail -n 30 "$slog" >&2; die "demo build failed"; }
 fi
 built=()
-for t in "${tests[@]}" kvmi_demo; do [ -x "$out/$t" ] && built+=("${t##*/}"); done
+for t in "${tests[@]}" $kvmi kvmi_demo; do [ -x "$out/$t" ] && built+=("${t##*/}"); done
 log "selftests ($cfg): built in $out: ${built[*]}"
-[ -z "$(git -C "$LINUX" status --porcelain --ignored -- tools/testing/selftests/kvm | grep -v '^ M' || true)" ] ||
-	warn "selftests build left files in the source tree: $(git -C "$LINUX" status --porcelain --ignored -- tools/testing/selftests/kvm | head -5)"
+new_files=$(comm -13 <(printf '%s\n' "$untracked_before") <(git -C "$LINUX" ls-files -o -- tools/testing/selftests))
+[ -z "$new_files" ] || warn "selftests build created files in the source tree: $(echo $new_files | head -c 300)"

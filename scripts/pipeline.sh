@@ -37,4 +37,5 @@ echo
 print_timings
 echo
 echo "=== results ($mode, $cfg) ==="
-exec "$PY" "$S/results.py" "$logf" "$BUILD/initramfs-$mode-$cfg/tests/list"
+mapfile -t build_failed < "$SELFTESTS_OUT/$cfg/.build-failed"
+exec "$PY" "$S/results.py" "$logf" "$BUILD/initramfs-$mode-$cfg/tests/list" "${build_failed[@]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Parse a KVMI harness serial log: per-test KTAP results, kernel splats,
-missing completion marker. Usage: results.py LOG [TESTLIST]
+missing completion marker. Usage: results.py LOG [TESTLIST [BUILD-FAILED-TEST...]]
 Prints failures (with diagnostics), skips (with reasons), splats (with
 context) and a final line "N passed, N failed, N skipped".
 Exit status: 0 if nothing failed, 1 otherwise."""
@@ -68,6 +68,11 @@ def main():
             done = True
         elif cur is not None and not KTIME.match(l):
             sections[cur]['lines'].append(l)
+
+    for name in sys.argv[3:]:
+        failed += 1
+        fail_msgs.append((f'{name}: build failed',
+                          ['see the build errors above / build/logs/selftests-*.log']))
 
     for name in expected:
         if name not in sections:
