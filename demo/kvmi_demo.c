@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -141,6 +142,18 @@ static int command(uint16_t id, const void *req, size_t req_size,
 	return ec.err;
 }
 
+/* Sends a command without waiting for its reply. */
+static void tool_send_only(uint16_t id, const void *req, size_t req_size)
+{
+	struct kvmi_msg_hdr hdr = { .id = id, .size = req_size,
+				    .seq = ++cmd_seq };
+	char buf[8192];
+
+	memcpy(buf, &hdr, sizeof(hdr));
+	memcpy(buf + sizeof(hdr), req, req_size);
+	xwrite(buf, sizeof(hdr) + req_size);
+}
+
 struct vcpu_cmd {
 	struct kvmi_vcpu_hdr hdr;
 	union {
@@ -207,6 +220,140 @@ static int handle_one_event(int timeout_ms)
 	rpl.reply.action = KVMI_EVENT_ACTION_CONTINUE;
 	xwrite(&rpl, sizeof(rpl));
 	return msg.ev.event;
+}
+
+/*
+ * Benchmark: the cost of the HYPERCALL event, against a baseline measured
+ * in the same boot (the machine is noisy): the same guest loop of agent
+ * hypercalls, not hooked (KVM answers -KVM_ENOSYS in the kernel), hooked
+ * with the event disabled, and with every call going to the tool and back.
+ */
+#define BENCH_CALLS	2000
+#define BENCH_ROUNDS	3
+
+static void bench_guest(void)
+{
+	int i;
+
+	for (;;) {
+		for (i = 0; i < BENCH_CALLS; i++)
+			agent_hypercall();
+		GUEST_SYNC(0);
+	}
+}
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/* Runs BENCH_CALLS hypercalls; returns the time per call in us. */
+static double bench_round(struct kvm_vcpu *vcpu)
+{
+	struct ucall uc;
+	double t0 = now_us();
+
+	vcpu_run(vcpu);
+	TEST_ASSERT(get_ucall(vcpu, &uc) == UCALL_SYNC, "bench guest");
+	return (now_us() - t0) / BENCH_CALLS;
+}
+
+static double bench_best(struct kvm_vcpu *vcpu)
+{
+	double best = 1e12, t;
+	int i;
+
+	for (i = 0; i < BENCH_ROUNDS; i++) {
+		t = bench_round(vcpu);
+		if (t < best)
+			best = t;
+	}
+	return best;
+}
+
+/* The tool: answers CONTINUE to every event, until the socket closes. */
+static void *bench_tool(void *arg)
+{
+	int fd = *(int *)arg;
+	struct {
+		struct kvmi_msg_hdr hdr;
+		struct kvmi_vcpu_hdr vcpu;
+		struct kvmi_event_reply reply;
+	} rpl = { };
+	struct kvmi_msg_hdr hdr;
+	struct kvmi_event ev;
+	char body[8192];
+
+	for (;;) {
+		if (read(fd, &hdr, sizeof(hdr)) != sizeof(hdr))
+			break;
+		if (hdr.size && read(fd, body, hdr.size) != hdr.size)
+			break;
+		if (hdr.id != KVMI_EVENT)
+			continue;	/* the reply to CONTROL_EVENTS */
+		memcpy(&ev, body, sizeof(ev));
+		rpl.hdr.id = KVMI_EVENT_REPLY;
+		rpl.hdr.seq = hdr.seq;
+		rpl.hdr.size = sizeof(rpl) - sizeof(rpl.hdr);
+		rpl.vcpu.vcpu = ev.vcpu;
+		rpl.reply.event = ev.event;
+		if (write(fd, &rpl, sizeof(rpl)) != sizeof(rpl))
+			break;
+	}
+	return NULL;
+}
+
+static void benchmark(void)
+{
+	struct kvm_introspection_feature all = { .allow = 1, .id = -1 };
+	struct kvm_introspection_hook hook = { };
+	struct vcpu_cmd c = { .hdr.vcpu = 0 };
+	double base, idle, event;
+	struct kvm_vcpu *vcpu;
+	struct kvm_vm *vm;
+	pthread_t tool;
+	int sv[2];
+
+	vm = vm_create_with_one_vcpu(&vcpu, bench_guest);
+	bench_round(vcpu);	/* warm up */
+	base = bench_best(vcpu);
+
+	TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv), "socketpair");
+	hook.fd = sv[0];
+	vm_ioctl(vm, KVM_INTROSPECTION_HOOK, &hook);
+	vm_ioctl(vm, KVM_INTROSPECTION_COMMAND, &all);
+	vm_ioctl(vm, KVM_INTROSPECTION_EVENT, &all);
+	idle = bench_best(vcpu);
+
+	/*
+	 * The vCPU runs CONTROL_EVENTS before it enters the guest; the tool
+	 * thread skips its reply and answers the events.
+	 */
+	pthread_create(&tool, NULL, bench_tool, &sv[1]);
+	tool_fd = sv[1];
+	c.ctl.event_id = KVMI_EVENT_HYPERCALL;
+	c.ctl.enable = 1;
+	tool_send_only(KVMI_CONTROL_EVENTS, &c, sizeof(c.hdr) + sizeof(c.ctl));
+	bench_round(vcpu);	/* warm up */
+	event = bench_best(vcpu);
+
+	vm_ioctl(vm, KVM_INTROSPECTION_UNHOOK, NULL);
+	pthread_join(tool, NULL);
+	close(sv[0]);
+	close(sv[1]);
+	kvm_vm_free(vm);
+
+	printf("\nbenchmark: %d agent hypercalls per round, best of %d rounds, same boot\n",
+	       BENCH_CALLS, BENCH_ROUNDS);
+	printf("benchmark: not hooked (baseline)           %8.2f us/call  ratio 1.00\n",
+	       base);
+	printf("benchmark: hooked, HYPERCALL event off     %8.2f us/call  ratio %.2f\n",
+	       idle, idle / base);
+	printf("benchmark: HYPERCALL event, tool answers   %8.2f us/call  ratio %.2f (+%.2f us per event)\n",
+	       event, event / base, event - base);
 }
 
 int main(void)
@@ -315,6 +462,7 @@ int main(void)
 	for (i = 0; i < NR_VCPUS; i++)
 		TEST_ASSERT(counter[i] > before[i], "vCPU %d stopped", i);
 
+	benchmark();
 	printf("kvmi_demo: OK\n");
 	/* The vCPU threads run until the process exits. */
 	exit(0);
