@@ -17,10 +17,7 @@ mkdir -p "$LOGS"
 logf=$LOGS/$mode-$cfg-$(date +%Y%m%d-%H%M%S).log
 ln -sfn "$(basename "$logf")" "$LOGS/$mode-$cfg.log"
 
-# no5lvl: under TCG with -cpu max the kernel uses 5-level paging, and one
-# boot in about six reported a KASAN wild-memory-access in handle_edge_irq
-# 0.005 s after start, before KVM is initialized; 4-level paging avoids it.
-append="console=ttyS0 panic=-1 panic_on_warn=0 no5lvl kvm.introspection=1 ${KERNEL_ARGS:-}"
+append="console=ttyS0 panic=-1 panic_on_warn=0 kvm.introspection=1 ${KERNEL_ARGS:-}"
 qemu=(qemu-system-x86_64 -M q35 -cpu max -smp "${QEMU_SMP:-2}" -m "${QEMU_MEM:-2G}"
       -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append")
 log "boot ($mode, $cfg): ${qemu[*]}"
