@@ -6,7 +6,8 @@
  * library and hands one end of a socketpair to KVM_INTROSPECTION_HOOK)
  * and the introspection tool (it speaks the KVMI protocol on the other
  * end).  It prints every event with the vCPU state that came with it,
- * answers it, then unhooks and says what happened.
+ * answers it (letting through, blocking or changing the guest's CR and MSR
+ * writes), then unhooks and says what happened.
  */
 #include <errno.h>
 #include <poll.h>
@@ -26,13 +27,32 @@
 
 #define NR_VCPUS	2
 #define NR_AGENT_CALLS	3
+#define NR_WRITES	2	/* of CR4, CR3 and MSR_STAR, by each vCPU */
+#define GUEST_STAR	0x0023001000000000ull	/* + write number */
+#define TOOL_STAR	0x0023001000c0ffeeull	/* the tool's replacement */
 
 static int tool_fd;
 static uint32_t cmd_seq = 1000;
 
-/* Guest: an "agent" that calls the tool a few times, then counts. */
+/*
+ * Guest: an "agent" that calls the tool a few times, writes registers the
+ * tool watches, then counts.
+ */
 static volatile uint64_t guest_counter[NR_VCPUS];
-static volatile int go;	/* set by the tool once it enabled the events */
+/* Set by the tool once it enabled the events: 1 hypercalls, 2 writes. */
+static volatile int go;
+
+/* CR4 and STAR after each write: as read back by the guest, as answered. */
+struct after_writes {
+	uint64_t cr4[NR_WRITES];
+	uint64_t star[NR_WRITES];
+};
+static volatile struct after_writes guest_read[NR_VCPUS];
+static struct after_writes tool_answer[NR_VCPUS];
+static int nr_cr4[NR_VCPUS], nr_star[NR_VCPUS];
+/* The two writes the tool does not let through, for the summary. */
+static struct kvmi_event_cr blocked_cr4;
+static struct kvmi_event_msr replaced_star;
 
 static void agent_hypercall(void)
 {
@@ -56,6 +76,19 @@ static void guest_code(int id)
 		asm volatile("pause");
 	for (i = 0; i < NR_AGENT_CALLS; i++)
 		agent_hypercall();
+
+	while (go < 2)
+		asm volatile("pause");
+	for (i = 0; i < NR_WRITES; i++) {
+		/* PCE only lets CPL 3 read the PMCs: harmless to toggle. */
+		set_cr4(get_cr4() ^ X86_CR4_PCE);
+		guest_read[id].cr4[i] = get_cr4();
+		/* The same value: a TLB flush, as a kernel does. */
+		asm volatile("mov %0, %%cr3" : : "r"(get_cr3()) : "memory");
+		wrmsr(MSR_STAR, GUEST_STAR + i);
+		guest_read[id].star[i] = rdmsr(MSR_STAR);
+	}
+	/* Counting also tells the VMM that the writes above are done. */
 	for (;;)
 		guest_counter[id]++;
 }
@@ -102,6 +135,10 @@ static int xread(void *buf, size_t size, int timeout_ms)
 struct event_msg {
 	struct kvmi_msg_hdr hdr;
 	struct kvmi_event ev;
+	union {		/* the event's data, if it has any */
+		struct kvmi_event_cr cr;
+		struct kvmi_event_msr msr;
+	};
 };
 
 /* Events that arrived while we waited for a command's reply. */
@@ -128,7 +165,7 @@ static int command(uint16_t id, const void *req, size_t req_size,
 		if (hdr.id != KVMI_EVENT)
 			break;
 		TEST_ASSERT(nr_queued < 16 &&
-			    hdr.size == sizeof(struct kvmi_event),
+			    hdr.size <= sizeof(queued[0]) - sizeof(hdr),
 			    "unexpected event");
 		queued[nr_queued].hdr = hdr;
 		memcpy(&queued[nr_queued++].ev, buf, hdr.size);
@@ -159,6 +196,8 @@ struct vcpu_cmd {
 	union {
 		struct kvmi_control_events ctl;
 		struct kvmi_pause_vcpu pause;
+		struct kvmi_control_cr cr;
+		struct kvmi_control_msr msr;
 	};
 };
 
@@ -173,7 +212,54 @@ static const char *event_name(unsigned int id)
 	return id < KVMI_NUM_EVENTS ? names[id] : "?";
 }
 
-/* Receives one event, prints it, asks for the registers, answers. */
+/*
+ * The tool's answer to a watched CR or MSR write: it lets writes through,
+ * but blocks vCPU 0's first CR4 write and replaces vCPU 1's first STAR
+ * write, to show both.  Its CR4 and STAR answers are kept, to be checked
+ * against what the guest reads back.
+ */
+static __u64 answer_write(const struct event_msg *msg)
+{
+	unsigned int v = msg->ev.vcpu;
+	bool cr = msg->ev.event == KVMI_EVENT_CR;
+	__u64 old = cr ? msg->cr.old_value : msg->msr.old_value;
+	__u64 val = cr ? msg->cr.new_value : msg->msr.new_value;
+	const char *what = "let through";
+
+	TEST_ASSERT(v < NR_VCPUS, "event from vCPU %u", v);
+	if (cr && msg->cr.cr == 4) {
+		TEST_ASSERT(nr_cr4[v] < NR_WRITES, "extra CR4 write");
+		if (v == 0 && !nr_cr4[v]) {
+			blocked_cr4 = msg->cr;
+			val = old;
+			what = "blocked";
+		}
+		tool_answer[v].cr4[nr_cr4[v]++] = val;
+	} else if (!cr && msg->msr.msr == MSR_STAR) {
+		TEST_ASSERT(nr_star[v] < NR_WRITES, "extra STAR write");
+		if (v == 1 && !nr_star[v]) {
+			replaced_star = msg->msr;
+			val = TOOL_STAR;
+			what = "replaced";
+		}
+		tool_answer[v].star[nr_star[v]++] = val;
+	}
+
+	if (cr)
+		printf("        write CR%u 0x%llx -> 0x%llx",
+		       msg->cr.cr, old, msg->cr.new_value);
+	else
+		printf("        write MSR 0x%x 0x%llx -> 0x%llx",
+		       msg->msr.msr, old, msg->msr.new_value);
+	printf(" -> reply CONTINUE, new_val 0x%llx (%s)\n", val, what);
+	return val;
+}
+
+/*
+ * Receives one event and prints it; answers a CR or MSR write with
+ * answer_write(), any other event with CONTINUE after it read the
+ * registers.
+ */
 static int handle_one_event(int timeout_ms)
 {
 	struct event_msg msg;
@@ -181,7 +267,12 @@ static int handle_one_event(int timeout_ms)
 		struct kvmi_msg_hdr hdr;
 		struct kvmi_vcpu_hdr vcpu;
 		struct kvmi_event_reply reply;
+		union {		/* only for CR and MSR events */
+			struct kvmi_event_cr_reply cr;
+			struct kvmi_event_msr_reply msr;
+		};
 	} rpl = {};
+	size_t rpl_size = sizeof(rpl);
 	struct {
 		struct kvmi_vcpu_hdr vcpu;
 		struct kvmi_get_registers req;
@@ -192,8 +283,12 @@ static int handle_one_event(int timeout_ms)
 	if (nr_queued) {
 		msg = queued[0];
 		memmove(&queued[0], &queued[1], --nr_queued * sizeof(msg));
-	} else if (xread(&msg, sizeof(msg), timeout_ms)) {
-		return -1;
+	} else {
+		if (xread(&msg.hdr, sizeof(msg.hdr), timeout_ms))
+			return -1;
+		TEST_ASSERT(msg.hdr.size <= sizeof(msg) - sizeof(msg.hdr) &&
+			    !xread(&msg.ev, msg.hdr.size, 5000),
+			    "bad event message");
 	}
 	TEST_ASSERT(msg.hdr.id == KVMI_EVENT, "expected an event");
 
@@ -204,21 +299,29 @@ static int handle_one_event(int timeout_ms)
 	if (msg.ev.event == KVMI_EVENT_UNHOOK)
 		return msg.ev.event;
 
-	/* The vCPU waits for us and answers commands meanwhile. */
-	greq.vcpu.vcpu = msg.ev.vcpu;
-	err = command(KVMI_GET_REGISTERS, &greq, sizeof(greq),
-		      &regs, sizeof(regs));
-	TEST_ASSERT(!err, "GET_REGISTERS during the event: %d", err);
-	printf("        GET_REGISTERS while it waits: rip 0x%llx rax 0x%llx rdi 0x%llx -> reply CONTINUE\n",
-	       regs.regs.rip, regs.regs.rax, regs.regs.rdi);
+	if (msg.ev.event == KVMI_EVENT_CR) {
+		rpl.cr.new_val = answer_write(&msg);
+	} else if (msg.ev.event == KVMI_EVENT_MSR) {
+		rpl.msr.new_val = answer_write(&msg);
+	} else {
+		/* The vCPU waits for us and answers commands meanwhile. */
+		greq.vcpu.vcpu = msg.ev.vcpu;
+		err = command(KVMI_GET_REGISTERS, &greq, sizeof(greq),
+			      &regs, sizeof(regs));
+		TEST_ASSERT(!err, "GET_REGISTERS during the event: %d", err);
+		printf("        GET_REGISTERS while it waits: rip 0x%llx rax 0x%llx rdi 0x%llx -> reply CONTINUE\n",
+		       regs.regs.rip, regs.regs.rax, regs.regs.rdi);
+		/* A longer reply than the event expects breaks the session. */
+		rpl_size -= sizeof(rpl.cr);
+	}
 
 	rpl.hdr.id = KVMI_EVENT_REPLY;
 	rpl.hdr.seq = msg.hdr.seq;
-	rpl.hdr.size = sizeof(rpl) - sizeof(rpl.hdr);
+	rpl.hdr.size = rpl_size - sizeof(rpl.hdr);
 	rpl.vcpu.vcpu = msg.ev.vcpu;
 	rpl.reply.event = msg.ev.event;
 	rpl.reply.action = KVMI_EVENT_ACTION_CONTINUE;
-	xwrite(&rpl, sizeof(rpl));
+	xwrite(&rpl, rpl_size);
 	return msg.ev.event;
 }
 
@@ -368,8 +471,9 @@ int main(void)
 						.enable = 1 };
 	int counts[KVMI_NUM_EVENTS] = { };
 	uint64_t before[NR_VCPUS], *counter;
+	struct after_writes *read;
 	struct kvm_vm *vm;
-	int sv[2], i, ev;
+	int sv[2], i, j, ev;
 
 	printf("kvmi_demo: KVM introspection on Linux %s\n",
 	       "6.12 (patched)");
@@ -422,6 +526,43 @@ int main(void)
 		counts[ev]++;
 	}
 
+	/* A write is reported once both its event and its register are on. */
+	for (i = 0; i < NR_VCPUS; i++) {
+		struct vcpu_cmd c = { .hdr.vcpu = i };
+
+		c.ctl = (struct kvmi_control_events){ .event_id = KVMI_EVENT_CR,
+						      .enable = 1 };
+		TEST_ASSERT(!command(KVMI_CONTROL_EVENTS, &c,
+				     sizeof(c.hdr) + sizeof(c.ctl), NULL, 0),
+			    "CONTROL_EVENTS CR");
+		c.ctl.event_id = KVMI_EVENT_MSR;
+		TEST_ASSERT(!command(KVMI_CONTROL_EVENTS, &c,
+				     sizeof(c.hdr) + sizeof(c.ctl), NULL, 0),
+			    "CONTROL_EVENTS MSR");
+		c.cr = (struct kvmi_control_cr){ .enable = 1, .cr = 3 };
+		TEST_ASSERT(!command(KVMI_CONTROL_CR, &c,
+				     sizeof(c.hdr) + sizeof(c.cr), NULL, 0),
+			    "CONTROL_CR 3");
+		c.cr.cr = 4;
+		TEST_ASSERT(!command(KVMI_CONTROL_CR, &c,
+				     sizeof(c.hdr) + sizeof(c.cr), NULL, 0),
+			    "CONTROL_CR 4");
+		c.msr = (struct kvmi_control_msr){ .enable = 1, .msr = MSR_STAR };
+		TEST_ASSERT(!command(KVMI_CONTROL_MSR, &c,
+				     sizeof(c.hdr) + sizeof(c.msr), NULL, 0),
+			    "CONTROL_MSR STAR");
+	}
+	printf("tool: CR and MSR events enabled on every vCPU, watching CR3, CR4 and MSR_STAR (0x%x)\n",
+	       MSR_STAR);
+
+	*(int *)addr_gva2hva(vm, (vm_vaddr_t)&go) = 2;
+	printf("tool: waiting for the guest's writes; blocking vCPU 0's first CR4 write, replacing vCPU 1's first STAR write\n");
+	for (i = 0; i < NR_VCPUS * NR_WRITES * 3; i++) {	/* CR4, CR3, STAR */
+		ev = handle_one_event(10000);
+		TEST_ASSERT(ev >= 0, "no CR or MSR event from the guest");
+		counts[ev]++;
+	}
+
 	printf("tool: pausing every vCPU (KVMI_PAUSE_VCPU, wait=1)\n");
 	for (i = 0; i < NR_VCPUS; i++) {
 		struct vcpu_cmd c = { .hdr.vcpu = i };
@@ -452,8 +593,9 @@ int main(void)
 	vm_ioctl(vm, KVM_INTROSPECTION_UNHOOK, NULL);
 	printf("VMM: KVM_INTROSPECTION_UNHOOK done\n");
 
-	printf("\nsummary: %d HYPERCALL, %d PAUSE_VCPU, %d UNHOOK events, all answered\n",
-	       counts[KVMI_EVENT_HYPERCALL], counts[KVMI_EVENT_PAUSE_VCPU],
+	printf("\nsummary: %d HYPERCALL, %d CR, %d MSR, %d PAUSE_VCPU, %d UNHOOK events, all answered\n",
+	       counts[KVMI_EVENT_HYPERCALL], counts[KVMI_EVENT_CR],
+	       counts[KVMI_EVENT_MSR], counts[KVMI_EVENT_PAUSE_VCPU],
 	       counts[KVMI_EVENT_UNHOOK]);
 	for (i = 0; i < NR_VCPUS; i++)
 		printf("summary: vCPU %d kept running after its events (guest counter %llu -> %llu)\n",
@@ -461,6 +603,29 @@ int main(void)
 		       (unsigned long long)counter[i]);
 	for (i = 0; i < NR_VCPUS; i++)
 		TEST_ASSERT(counter[i] > before[i], "vCPU %d stopped", i);
+
+	/* Both vCPUs count, so they are past their writes and read-backs. */
+	read = addr_gva2hva(vm, (vm_vaddr_t)&guest_read);
+	printf("summary: vCPU 0 CR4 write 0x%llx -> 0x%llx blocked: the guest read back 0x%llx\n",
+	       blocked_cr4.old_value, blocked_cr4.new_value,
+	       (unsigned long long)read[0].cr4[0]);
+	printf("summary: vCPU 1 STAR write 0x%llx -> 0x%llx replaced: the guest read back 0x%llx\n",
+	       replaced_star.old_value, replaced_star.new_value,
+	       (unsigned long long)read[1].star[0]);
+	TEST_ASSERT(read[0].cr4[0] == blocked_cr4.old_value,
+		    "vCPU 0's blocked CR4 write went through");
+	TEST_ASSERT(read[1].star[0] == TOOL_STAR,
+		    "vCPU 1's STAR write was not replaced");
+	for (i = 0; i < NR_VCPUS; i++)
+		for (j = 0; j < NR_WRITES; j++)
+			TEST_ASSERT(read[i].cr4[j] == tool_answer[i].cr4[j] &&
+				    read[i].star[j] == tool_answer[i].star[j],
+				    "vCPU %d write %d: the guest read CR4 0x%llx STAR 0x%llx, the tool answered 0x%llx 0x%llx",
+				    i, j, (unsigned long long)read[i].cr4[j],
+				    (unsigned long long)read[i].star[j],
+				    (unsigned long long)tool_answer[i].cr4[j],
+				    (unsigned long long)tool_answer[i].star[j]);
+	printf("summary: every CR4 and STAR value the guest read back is the tool's answer\n");
 
 	benchmark();
 	printf("kvmi_demo: OK\n");
