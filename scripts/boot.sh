@@ -22,7 +22,10 @@ ln -sfn "$(basename "$logf")" "$LOGS/$mode-$cfg.log"
 # start_kernel (0.005 s, long before KVM), on an ff11... (LA57) address.
 # The decompressor honours no5lvl (hence the harmless "Unknown kernel
 # command line parameters" notice).
-append="console=ttyS0 panic=-1 panic_on_warn=0 no5lvl kvm.introspection=1 ${KERNEL_ARGS:-}"
+# hung_task_timeout_secs=10: a task stuck on the tool (KVM bounds every
+# wait on it by a 5 s send timeout) is reported well within a test's run.
+append="console=ttyS0 panic=-1 panic_on_warn=0 no5lvl kvm.introspection=1"
+append+=" sysctl.kernel.hung_task_timeout_secs=10 ${KERNEL_ARGS:-}"
 qemu=(qemu-system-x86_64 -M q35 -cpu max -smp "${QEMU_SMP:-2}" -m "${QEMU_MEM:-2G}"
       -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append")
 log "boot ($mode, $cfg): ${qemu[*]}"
