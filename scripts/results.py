@@ -26,7 +26,9 @@ SPLAT = re.compile(
     r'list_(add|del) corruption|stack-protector|Kernel stack is corrupted')
 KMEMLEAK = re.compile(r'kmemleak: \d+ new suspected|unreferenced object 0x')
 END_TRACE = re.compile(r'---\[ end trace|^(\[\s*\d+\.\d+\]\s*)?={10,}\s*$')
-BENIGN = re.compile(r'Unhandled (WR|RD)MSR|use "pci=nocrs" and report a bug')
+# The kernel command line carries sysctl.kernel.hung_task_timeout_secs.
+BENIGN = re.compile(r'Unhandled (WR|RD)MSR|use "pci=nocrs" and report a bug|'
+                    r'[Cc]ommand line: |KVMI-HARNESS: cmdline: ')
 MERGE_GAP = 30      # matches closer than this belong to one splat
 CONTEXT_AFTER = 30
 DIAG_MAX = 40
