@@ -288,6 +288,7 @@ static void dump_task(const char *dir, bool stack)
 {
 	char path[320], comm[64], stat[512], wchan[128], st_buf[4096];
 	char state = '?', *p, *save;
+	unsigned long utime = 0, stime = 0;
 
 	snprintf(path, sizeof(path), "%s/comm", dir);
 	if (read_small(path, comm, sizeof(comm)))
@@ -295,13 +296,19 @@ static void dump_task(const char *dir, bool stack)
 	snprintf(path, sizeof(path), "%s/stat", dir);
 	read_small(path, stat, sizeof(stat));
 	p = strrchr(stat, ')');
-	if (p && p[1] == ' ')
+	if (p && p[1] == ' ') {
 		state = p[2];
+		/* Fields 14 and 15: user and system time, in clock ticks. */
+		sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+		       &utime, &stime);
+	}
 	snprintf(path, sizeof(path), "%s/wchan", dir);
 	read_small(path, wchan, sizeof(wchan));
-	say("  %s (%s): state %c, wchan %s", strrchr(dir, '/') + 1, comm,
-	    state, wchan[0] ? wchan : "-");
-	if (!stack && state != 'D')
+	say("  %s (%s): state %c, wchan %s, utime %lu stime %lu ticks",
+	    strrchr(dir, '/') + 1, comm, state, wchan[0] ? wchan : "-",
+	    utime, stime);
+	/* Blocked (D) or running (R: a kernel loop?): where. */
+	if (!stack && state != 'D' && state != 'R')
 		return;
 	snprintf(path, sizeof(path), "%s/stack", dir);
 	if (read_small(path, st_buf, sizeof(st_buf)))
@@ -2125,17 +2132,39 @@ static void sc_stop_reading(struct rng *r)
 		return;
 	}
 
-	/* Stop reading, flood commands until the socket is full. */
+	/*
+	 * Stop reading; flood commands until the socket takes no more: big
+	 * replies (READ_PHYSICAL, from vCPU 0's thread; GET_REGISTERS, from
+	 * each vCPU's) fill the tool's side, GET_VERSION is answered by the
+	 * receiving thread, PAUSE_VCPU adds events.
+	 */
 	STORE(s->policy, P_NOREAD);
 	t0 = now_ms();
 	while (now_ms() - t0 < 3000 && sent < 20000) {
-		if (chance(r, 5))
+		int x = rnd(r, 100);
+
+		if (x < 5) {
 			tool_pause(s, rnd(r, sess_vcpus(s)));
-		else
+		} else if (x < 25) {
+			struct kvmi_read_physical req = {
+				.gpa = rnd(r, 256) << 12, .size = 4096 };
+
+			sess_cmd(s, KVMI_READ_PHYSICAL, &req, sizeof(req));
+		} else if (x < 40) {
+			struct kvmi_get_registers req = {};
+
+			sess_vcpu_cmd(s, rnd(r, sess_vcpus(s)),
+				      KVMI_GET_REGISTERS, &req, sizeof(req));
+		} else {
 			sess_cmd(s, KVMI_GET_VERSION, NULL, 0);
+		}
 		sent++;
-		if (q_len(s) > (128 << 10))
-			break;
+		/* Not taken by the socket for a while: it is full. */
+		if (q_len(s) > (4 << 10)) {
+			sleep_ms(200);
+			if (q_len(s) > (4 << 10))
+				break;
+		}
 	}
 	if (opt.longrun)
 		stall = chance(r, 30) ? rnd_range(r, 20000, 30000) :
@@ -2377,14 +2406,23 @@ static void sc_races(struct rng *r)
 /* Scenario: the VM is destroyed while commands are in flight              */
 /* ====================================================================== */
 
+/* What the flooding tool sends. */
+enum {
+	FL_ALL,		/* VM and vCPU commands, PAUSE_VCPU included */
+	FL_JOBS,	/* the same without PAUSE_VCPU */
+	FL_VM,		/* VM commands only: no vCPU job */
+};
+
 struct flood {
 	struct session *s;
 	struct rng rng;
 	int stop;
+	int mode;
 	uint64_t n;
+	pthread_t thread;
 };
 
-/* Valid commands, VM and vCPU ones (queued as jobs), until told to stop. */
+/* Valid commands as fast as the kernel takes them, until told to stop. */
 static void *flood_fn(void *arg)
 {
 	struct flood *fl = arg;
@@ -2392,30 +2430,39 @@ static void *flood_fn(void *arg)
 
 	while (!LOAD(fl->stop) && !sess_gone(s)) {
 		int v = rnd(&fl->rng, sess_vcpus(s));
-		bool ok = true;
+		int mode = LOAD(fl->mode);
+		uint32_t ok = 1;
 
-		switch (rnd(&fl->rng, 6)) {
+		switch (mode == FL_VM ? rnd(&fl->rng, 3) : rnd(&fl->rng, 8)) {
 		case 0:
 			ok = sess_cmd(s, KVMI_GET_VERSION, NULL, 0);
 			break;
-		case 1: {
+		case 1:
+			ok = sess_cmd(s, KVMI_GET_GUEST_INFO, NULL, 0);
+			break;
+		case 2:
+			ok = sess_cmd(s, KVMI_GET_MAX_GFN, NULL, 0);
+			break;
+		case 3: {
+			/* A VM command, but run by vCPU 0's thread. */
 			struct kvmi_read_physical req = {
 				.gpa = rnd(&fl->rng, 1 << 20), .size = 64 };
 
 			ok = sess_cmd(s, KVMI_READ_PHYSICAL, &req, sizeof(req));
 			break;
 		}
-		case 2: {
+		case 4: {
 			struct kvmi_get_registers req = {};
 
 			ok = sess_vcpu_cmd(s, v, KVMI_GET_REGISTERS, &req,
 					   sizeof(req));
 			break;
 		}
-		case 3:
-			tool_pause(s, v);
+		case 5:
+			if (mode == FL_ALL)
+				tool_pause(s, v);
 			break;
-		case 4:
+		case 6:
 			ok = sess_vcpu_cmd(s, v, KVMI_GET_VCPU_INFO, NULL, 0);
 			break;
 		default: {
@@ -2435,36 +2482,67 @@ static void *flood_fn(void *arg)
 	return NULL;
 }
 
+static void flood_start(struct flood *fl, struct session *s, int mode,
+			uint64_t seed)
+{
+	*fl = (struct flood){ .s = s, .mode = mode };
+	rng_seed(&fl->rng, seed, 77);
+	TEST_ASSERT(!pthread_create(&fl->thread, NULL, flood_fn, fl),
+		    "pthread_create");
+}
+
+static void flood_stop(struct flood *fl)
+{
+	STORE(fl->stop, 1);
+	pthread_join(fl->thread, NULL);
+}
+
 static void sc_vm_destroy(struct rng *r)
 {
-	struct flood fl = {};
-	pthread_t th;
+	/*
+	 * jobs: the VMM stops its vCPUs while the tool keeps sending vCPU
+	 * commands; vm: only VM commands meanwhile (vCPU commands resume
+	 * once the vCPUs are out, and wait as jobs when the VM goes).
+	 */
+	bool jobs = chance(r, 50);
 	struct session *s;
+	struct flood fl;
+	uint64_t rx0;
 	int i, n;
 
 	if (!ensure_session())
 		return;
 	s = W.s;
 	busy_vcpus(s, r);
-	fl.s = s;
-	rng_seed(&fl.rng, rng_next(r), 77);
-	TEST_ASSERT(!pthread_create(&th, NULL, flood_fn, &fl), "pthread_create");
+	flood_start(&fl, s, FL_ALL, rng_next(r));
 	sleep_ms(rnd(r, 400));
 
-	/* The tool keeps answering, so the vCPU threads can leave KVM_RUN. */
+	/*
+	 * The tool keeps answering events, so the vCPU threads can leave
+	 * KVM_RUN.  No new PAUSE_VCPU meanwhile: a vCPU serves every pending
+	 * pause request (at most 16) before it looks at signals.
+	 */
+	STORE(fl.mode, jobs ? FL_JOBS : FL_VM);
 	n = LOAD(W.vm->nr);
+	vsay("stopping %d vCPUs while the tool sends %s", n,
+	     jobs ? "vCPU commands" : "VM commands");
 	for (i = 0; i < n; i++) {
+		rx0 = LOAD(s->rx);
 		if (vcpu_stop(&W.vm->w[i], VCPU_STOP_MS))
 			continue;
-		fail("vCPU %d (thread %d) did not leave KVM_RUN within %d s, its tool answering",
-		     i, LOAD(W.vm->w[i].tid), VCPU_STOP_MS / 1000);
+		fail("vCPU %d (thread %d) did not leave KVM_RUN within %d s of signal + immediate_exit while the tool sent %s (the tool received %llu messages meanwhile)",
+		     i, LOAD(W.vm->w[i].tid), VCPU_STOP_MS / 1000,
+		     jobs ? "vCPU commands" : "VM commands only",
+		     (unsigned long long)(LOAD(s->rx) - rx0));
 		dump_tasks(0, "vCPU does not stop");
+		say("recovering: shutting every tool socket down");
 		reg_shutdown_all();
 		if (!vcpu_stop(&W.vm->w[i], RECOVER_MS))
 			finish(true);
 	}
-	/* Commands and jobs are still coming: destroy the VM under them. */
-	sleep_ms(rnd(r, 100));
+	/* Commands, and vCPU jobs that no vCPU runs: destroy the VM under them. */
+	STORE(fl.mode, FL_ALL);
+	sleep_ms(rnd(r, 200));
 	i = wd_begin("destroying a hooked VM (kvm_vm_free)", DESTROY_MS);
 	kvm_vm_free(W.vm->vm);
 	wd_end(i);
@@ -2473,8 +2551,7 @@ static void sc_vm_destroy(struct rng *r)
 	if (!wait_eof(s, EOF_MS))
 		fail("session %d: the tool socket was not shut down within %d s of the VM's destruction",
 		     s->id, EOF_MS / 1000);
-	STORE(fl.stop, 1);
-	pthread_join(th, NULL);
+	flood_stop(&fl);
 	vsay("VM %d destroyed under %llu commands", W.vm->gen,
 	     (unsigned long long)fl.n);
 	sess_free(s);
@@ -2543,6 +2620,8 @@ static void sc_vmm_killed(struct rng *r)
 {
 	static const char *const how_names[] = { "SIGKILL", "SIGTERM", "exits" };
 	int how = rnd(r, 3), sv[2], ready[2], status, exit_after = 0;
+	bool flooding = false;
+	struct flood fl;
 	pid_t parent = getpid(), pid, w;
 	struct session *s;
 	int64_t deadline;
@@ -2580,6 +2659,10 @@ static void sc_vmm_killed(struct rng *r)
 	sess_start_threads(s);
 	tool_control_vm_event(s, KVMI_EVENT_UNHOOK, chance(r, 50));
 	busy_vcpus(s, r);
+	/* A tool busy with commands when the VMM dies. */
+	flooding = chance(r, 40);
+	if (flooding)
+		flood_start(&fl, s, FL_ALL, rng_next(r));
 	sleep_ms(rnd(r, 500));
 	if (chance(r, 60)) {
 		/* The vCPUs will wait for replies that never come. */
@@ -2590,7 +2673,8 @@ static void sc_vmm_killed(struct rng *r)
 	}
 	if (how < 2)
 		kill(pid, how ? SIGTERM : SIGKILL);
-	vsay("VMM child %d: %s", pid, how_names[how]);
+	vsay("VMM child %d: %s%s", pid, how_names[how],
+	     flooding ? ", the tool flooding commands" : "");
 
 	deadline = now_ms() + DESTROY_MS + exit_after;
 	for (;;) {
@@ -2599,8 +2683,10 @@ static void sc_vmm_killed(struct rng *r)
 			break;
 		TEST_ASSERT(w == 0, "waitpid: %s", strerror(errno));
 		if (now_ms() > deadline) {
-			fail("the VMM child (%s) did not exit within %d s: VM teardown is stuck",
-			     how_names[how], DESTROY_MS / 1000);
+			fail("the VMM child (%s%s) did not exit within %d s: VM teardown is stuck",
+			     how_names[how],
+			     flooding ? ", its tool flooding commands" : "",
+			     DESTROY_MS / 1000);
 			dump_tasks(pid, "VMM child");
 			reg_shutdown_all();
 			kill(pid, SIGKILL);
@@ -2616,6 +2702,8 @@ static void sc_vmm_killed(struct rng *r)
 	if (!wait_eof(s, EOF_MS))
 		fail("session %d: the tool socket was not shut down within %d s of the VMM's death",
 		     s->id, EOF_MS / 1000);
+	if (flooding)
+		flood_stop(&fl);
 	sess_free(s);
 }
 
