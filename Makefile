@@ -38,6 +38,13 @@ test:
 run:
 	@$(S)/pipeline.sh run release
 
+# kvmi_stress alone, long, in the debug kernel (log: build/logs/stress-debug.log).
+# Longer than -t 600: raise TEST_TIMEOUT (per test) and BOOT_TIMEOUT too.
+STRESS_ARGS ?= -l -t 600 -n 1000000
+.PHONY: stress
+stress:
+	@TESTS=kvmi_stress TEST_ARGS_kvmi_stress="$(STRESS_ARGS)" $(S)/pipeline.sh stress debug
+
 shell:
 	@$(S)/shell.sh
 

@@ -20,14 +20,18 @@ kmake "$obj" headers > "$slog" 2>&1 || { cat "$slog" >&2; die "make headers fail
 
 tests=()
 for t in $CONTROL_TESTS; do tests+=("x86_64/$t"); done
-kvmi=
-if [ -f "$kdir/x86_64/kvmi_test.c" ]; then
-	if grep -qE '^TEST_GEN_PROGS_x86_64[[:space:]]*\+?=[[:space:]]*x86_64/kvmi_test[[:space:]]*$' "$kdir/Makefile"; then
-		kvmi=x86_64/kvmi_test
+# The series' own tests (kvmi_test, and the kvmi_stress stress mode): each
+# is built when its source and its kvm selftests Makefile line exist.
+KVMI_TESTS="kvmi_test kvmi_stress"
+kvmi=()
+for k in $KVMI_TESTS; do
+	[ -f "$kdir/x86_64/$k.c" ] || continue
+	if grep -qE "^TEST_GEN_PROGS_x86_64[[:space:]]*\\+?=[[:space:]]*x86_64/$k[[:space:]]*\$" "$kdir/Makefile"; then
+		kvmi+=("x86_64/$k")
 	else
-		warn "x86_64/kvmi_test.c exists but the kvm selftests Makefile lacks 'TEST_GEN_PROGS_x86_64 += x86_64/kvmi_test': not built"
+		warn "x86_64/$k.c exists but the kvm selftests Makefile lacks 'TEST_GEN_PROGS_x86_64 += x86_64/$k': not built"
 	fi
-fi
+done
 # Tests that failed to build are listed here (one per line) so that the
 # results count them as failures; their stale binaries are removed.
 failed_list=$out/.build-failed
@@ -52,17 +56,17 @@ show_errors() {
 untracked_before=$(git -C "$LINUX" ls-files -o -- tools/testing/selftests)
 log "selftests ($cfg): ${tests[*]##*/}"
 kst_make "${tests[@]}" || { show_errors "$slog"; die "selftests build failed (log: $slog)"; }
-if [ -n "$kvmi" ]; then
-	log "selftests ($cfg): kvmi_test"
-	klog=$LOGS/selftests-$cfg-kvmi_test.log
+for k in "${kvmi[@]}"; do
+	log "selftests ($cfg): ${k##*/}"
+	klog=$LOGS/selftests-$cfg-${k##*/}.log
 	: > "$klog"
-	if ! slog=$klog kst_make "$kvmi"; then
+	if ! slog=$klog kst_make "$k"; then
 		show_errors "$klog"
-		warn "kvmi_test failed to build (log: $klog); the other tests still run"
-		rm -f "$out/$kvmi"
-		echo kvmi_test >> "$failed_list"
+		warn "${k##*/} failed to build (log: $klog); the other tests still run"
+		rm -f "$out/$k"
+		echo "${k##*/}" >> "$failed_list"
 	fi
-fi
+done
 # Optional demo: demo/kvmi_demo.c, static, against this kernel's uapi
 # headers. If it includes the selftest library (kvm_util.h / test_util.h)
 # it is compiled with the selftest include paths and linked with libkvm.
@@ -82,7 +86,7 @@ if [ -f "$demo" ] && [ "${BUILD_DEMO:-0}" = 1 ]; then
 		{ tail -n 30 "$slog" >&2; die "demo build failed"; }
 fi
 built=()
-for t in "${tests[@]}" $kvmi kvmi_demo; do [ -x "$out/$t" ] && built+=("${t##*/}"); done
+for t in "${tests[@]}" "${kvmi[@]}" kvmi_demo; do [ -x "$out/$t" ] && built+=("${t##*/}"); done
 log "selftests ($cfg): built in $out: ${built[*]}"
 new_files=$(comm -13 <(printf '%s\n' "$untracked_before") <(git -C "$LINUX" ls-files -o -- tools/testing/selftests))
 [ -z "$new_files" ] || warn "selftests build created files in the source tree: $(echo $new_files | head -c 300)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/initramfs.sh <mode> <cfg> -> build/initramfs-<mode>-<cfg>.cpio
-# mode: test  - run the control tests (+ kvmi_test if built), kmemleak, power off
+# mode: test  - run the control tests (+ kvmi_test, kvmi_stress if built), kmemleak, power off
+#       stress - the same, with TESTS=kvmi_stress (make stress)
 #       run   - run build/selftests/<cfg>/kvmi_demo if built, else as test
 #       shell - interactive busybox shell
 . "$(dirname "$0")/lib.sh"
@@ -30,12 +31,17 @@ add_test() { # name path [args]
 	cp "$path" "$root/tests/$name"
 	echo "$name $*" >> "$list"
 }
+# Per-test arguments: TEST_ARGS_<name> (e.g. TEST_ARGS_kvmi_stress="-t 600 -l").
+# kvmi_stress runs short in make test; make stress passes STRESS_ARGS.
+TEST_ARGS_kvmi_stress=${TEST_ARGS_kvmi_stress:-"-n 40 -t 45"}
 if [ "$mode" = run ] && [ -x "$st/kvmi_demo" ]; then
 	add_test kvmi_demo "$st/kvmi_demo" ${DEMO_ARGS:-}
 elif [ "$mode" != shell ]; then
-	for t in ${TESTS:-$CONTROL_TESTS kvmi_test}; do
-		if [ -x "$st/x86_64/$t" ]; then add_test "$t" "$st/x86_64/$t"
-		elif [ "$t" != kvmi_test ]; then die "test binary $st/x86_64/$t missing"; fi
+	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress}; do
+		args_var=TEST_ARGS_$t
+		if [ -x "$st/x86_64/$t" ]; then add_test "$t" "$st/x86_64/$t" ${!args_var:-}
+		# The series' tests may be absent or failed to build (counted there).
+		elif [ "$t" != kvmi_test ] && [ "$t" != kvmi_stress ]; then die "test binary $st/x86_64/$t missing"; fi
 	done
 fi
 # In shell mode the built tests are still available under /tests.

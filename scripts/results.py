@@ -2,7 +2,8 @@
 """Parse a KVMI harness serial log: per-test KTAP results, kernel splats,
 missing completion marker. Usage: results.py LOG [TESTLIST [BUILD-FAILED-TEST...]]
 Prints failures (with diagnostics), skips (with reasons), splats (with
-context) and a final line "N passed, N failed, N skipped".
+context), the "# INFO: " lines of the tests (kvmi_stress' summary), the
+splat count and a final line "N passed, N failed, N skipped".
 Exit status: 0 if nothing failed, 1 otherwise."""
 import re
 import sys
@@ -47,6 +48,7 @@ def main():
 
     passed = failed = skipped = 0
     fail_msgs, skip_msgs, pass_names = [], [], []
+    info_msgs = []  # "# INFO: ..." lines a test prints (e.g. kvmi_stress' summary)
 
     # --- test sections -------------------------------------------------
     sections, order, cur = {}, [], None
@@ -87,6 +89,8 @@ def main():
         out = sec['lines']
         plan, results, last = None, [], 0
         for j, l in enumerate(out):
+            if l.startswith('# INFO: '):
+                info_msgs.append(f'{name}: {l[8:].strip()}')
             m = PLAN.match(l)
             if m and plan is None:
                 plan = (int(m.group(1)), (m.group(2) or '').strip())
@@ -189,6 +193,9 @@ def main():
         print(f'FAIL  {n}')
         for d in diag:
             print(f'      | {d}')
+    for n in info_msgs:
+        print(f'INFO  {n}')
+    print(f'kernel splats: {len(splats)}')
     print(f'log: {sys.argv[1]}')
     print(f'{passed} passed, {failed} failed, {skipped} skipped')
     return 1 if failed else 0
