@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: help packages tree export check config kernel selftests test run shell results clean distclean
+.PHONY: help packages tree export check matrix matrix-bisect config kernel selftests test run shell results clean distclean
 
 help:
-	@echo "make tree | export | check | test | run | shell | kernel | selftests | results | clean | distclean"
+	@echo "make tree | export | check | matrix | matrix-bisect | test | run | shell | kernel | selftests | results | clean | distclean"
 	@echo "(CFG=debug|release for kernel/selftests/config/results; see README.md)"
 
 packages:
@@ -18,8 +18,18 @@ tree: packages
 export:
 	@$(S)/export.sh
 
+# checkpatch on each patch, then the build matrix on the whole series; both
+# always run, either failing fails the target.
 check: tree
-	@$(S)/check.sh
+	@rc=0; $(S)/check.sh || rc=1; $(S)/matrix.sh series || rc=1; exit $$rc
+
+# Build matrix (scripts/matrix.sh): the whole series in configs y, m, off and
+# Debian's; matrix-bisect: every patch in y, m and off (slow; not in check/CI).
+matrix: tree
+	@$(S)/matrix.sh series
+
+matrix-bisect: tree
+	@$(S)/matrix.sh bisect
 
 # CFG=debug|release for the piecewise targets below (default debug).
 CFG ?= debug

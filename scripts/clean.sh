@@ -5,7 +5,8 @@
 # patches/), unless FORCE=1.
 . "$(dirname "$0")/lib.sh"
 what=${1:-clean}
-rm -rf "$BUILD"/obj-* "$BUILD"/selftests "$BUILD"/initramfs-* "$BUILD"/logs "$BUILD"/check "$LINUX.tmp"
+rm -rf "$BUILD"/obj-* "$BUILD"/selftests "$BUILD"/initramfs-* "$BUILD"/logs "$BUILD"/check \
+	"$BUILD"/matrix "$BUILD"/matrix-am "$LINUX.tmp"
 [ "$what" = distclean ] || { log "clean: done (kept build/linux and build/ccache)"; exit 0; }
 if [ -d "$LINUX/.git" ] && [ "${FORCE:-0}" != 1 ]; then
 	dirty=$(git -C "$LINUX" status --porcelain | wc -l)

@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
-# scripts/config.sh <debug|release>
-# Generate build/obj-<cfg>/.config = allnoconfig + configs/base.config
-# [+ configs/debug.config] + olddefconfig, and verify every requested option.
-# Skipped when neither the fragments nor any Kconfig file in the tree changed
+# scripts/config.sh <cfg>
+# Generate build/obj-<cfg>/.config = allnoconfig (or a given start config) +
+# merge_config.sh -m of the fragments + olddefconfig, and verify every
+# requested option (when a fragment repeats a symbol, the last one wins, as
+# in merge_config). Configs:
+#   debug          allnoconfig + base.config + debug.config
+#   release        allnoconfig + base.config
+#   matrix-y       allnoconfig + base.config                  (scripts/matrix.sh)
+#   matrix-m       allnoconfig + base.config + matrix-m.config
+#   matrix-off     allnoconfig + base.config + matrix-m.config + matrix-off.config
+#   matrix-debian  $DEBIAN_CONFIG (Debian's /boot/config-*) + matrix-debian.config
+# LINUX (default build/linux) is the source tree; matrix.sh points it at its
+# scratch clone.
+# Skipped when neither the inputs nor any Kconfig file in the tree changed
 # (stamp in <objdir>/.harness-config-stamp). If regeneration yields the same
 # .config, its old mtime is kept so nothing is rebuilt.
 . "$(dirname "$0")/lib.sh"
 
-cfg=${1:?usage: config.sh debug|release}
+cfg=${1:?usage: config.sh debug|release|matrix-y|matrix-m|matrix-off|matrix-debian}
+start=
 case $cfg in
-	debug)   frags=("$CONFIGS/base.config" "$CONFIGS/debug.config") ;;
-	release) frags=("$CONFIGS/base.config") ;;
+	debug)       frags=("$CONFIGS/base.config" "$CONFIGS/debug.config") ;;
+	release)     frags=("$CONFIGS/base.config") ;;
+	matrix-y)    frags=("$CONFIGS/base.config") ;;
+	matrix-m)    frags=("$CONFIGS/base.config" "$CONFIGS/matrix-m.config") ;;
+	matrix-off)  frags=("$CONFIGS/base.config" "$CONFIGS/matrix-m.config" "$CONFIGS/matrix-off.config") ;;
+	matrix-debian)
+		start=${DEBIAN_CONFIG:?DEBIAN_CONFIG (Debian kernel config file) must be set}
+		[ -f "$start" ] || die "config $cfg: $start missing"
+		frags=("$CONFIGS/matrix-debian.config") ;;
 	*) die "unknown config '$cfg'" ;;
 esac
 require_tree
@@ -21,6 +39,7 @@ mkdir -p "$obj"
 stamp_of() {
 	{
 		echo "cc=$KCC $(gcc -dumpfullversion)"
+		[ -z "$start" ] || { echo "== start $start"; cat "$start"; }
 		for f in "${frags[@]}"; do echo "== $f"; cat "$f"; done
 		cd "$LINUX"
 		find . -path ./tools -prune -o -name 'Kconfig*' -type f -print0 |
@@ -28,17 +47,26 @@ stamp_of() {
 	} | sha256sum | cut -d' ' -f1
 }
 
-# Verify the fragments' settings in the final .config. A symbol that this
-# tree does not define at all (e.g. KVM_INTROSPECTION before the series
-# applies) only warns; anything else missing is fatal.
+# Verify the fragments' settings in the final .config; a symbol set by more
+# than one fragment is checked against its last setting (merge_config's
+# rule). A symbol that this tree does not define at all (e.g.
+# KVM_INTROSPECTION before the series adds it) only warns; anything else
+# missing is fatal.
 verify() {
 	local bad=0 line sym want have
+	local -A wants=()
+	local -a order=()
 	while IFS= read -r line; do
 		case $line in
 			CONFIG_*=*) sym=${line%%=*}; want=${line#*=} ;;
 			"# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *}; want=n ;;
 			*) continue ;;
 		esac
+		[ -n "${wants[$sym]+x}" ] || order+=("$sym")
+		wants[$sym]=$want
+	done < <(cat "${frags[@]}")
+	for sym in "${order[@]}"; do
+		want=${wants[$sym]}
 		have=$(grep -m1 "^$sym=" "$obj/.config" | cut -d= -f2- || true)
 		[ -n "$have" ] || have=n
 		[ "$have" = "$want" ] && continue
@@ -50,7 +78,7 @@ verify() {
 		printf 'ERROR(harness): config %s: %s=%s but fragment wants %s\n' \
 			"$cfg" "$sym" "$have" "$want" >&2
 		bad=1
-	done < <(cat "${frags[@]}")
+	done
 	return $bad
 }
 
@@ -62,7 +90,11 @@ fi
 
 log "config $cfg: generating $obj/.config"
 [ -f "$obj/.config" ] && cp -p "$obj/.config" "$obj/.config.harness-prev"
-kmake "$obj" allnoconfig >/dev/null
+if [ -n "$start" ]; then
+	cp "$start" "$obj/.config"
+else
+	kmake "$obj" allnoconfig >/dev/null
+fi
 # merge_config.sh -m: merge only; then olddefconfig resolves dependencies.
 mlog=$obj/.merge_config.log
 (cd "$obj" && CC="$KCC" "$LINUX/scripts/kconfig/merge_config.sh" -m -O "$obj" \

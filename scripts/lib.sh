@@ -20,7 +20,8 @@ PY=${PY:-/usr/bin/python3}
 PACKAGES=(qemu-system-x86 linux-source-6.12 flex bison bc libelf-dev libssl-dev
           busybox-static cpio ccache dwarves kmod rsync git make gcc perl
           python3-ply python3-git
-          python3 xz-utils)
+          python3 xz-utils
+          sparse)
 
 log()  { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING(harness): %s\n' "$*" >&2; }
@@ -70,7 +71,7 @@ CONTROL_TESTS=${CONTROL_TESTS:-"sync_regs_test userspace_msr_exit_test platform_
 # building obj-debug at once would corrupt it). Held until the calling script
 # exits; nested harness scripts inherit it through HARNESS_LOCK_<cfg>.
 lock_objdir() {
-	local cfg=$1 var="HARNESS_LOCK_$1"
+	local cfg=$1 var="HARNESS_LOCK_${1//[^A-Za-z0-9_]/_}"
 	[ "${!var:-}" = 1 ] && return 0
 	mkdir -p "$BUILD"
 	exec {HARNESS_LOCK_FD}> "$BUILD/.lock-obj-$cfg"
