@@ -307,16 +307,18 @@ run_cfg() {
 	local note=""
 	[ ${#notes[@]} = 0 ] || note="  ($(IFS=';'; echo "${notes[*]}" | sed 's/;/; /g'))"
 	if [ $rc = 0 ] && [ ${#bad[@]} = 0 ]; then
-		printf 'OK    %-52s %-7s %s%s\n' "$label" "$cfg" "$(fmt_dur $dt)" "$note"
+		printf 'OK    %-57s %-6s %s%s\n' "$label" "$cfg" "$(fmt_dur $dt)" "$note"
 		pass=$((pass + 1))
 		return 0
 	fi
-	printf 'FAIL  %-52s %-7s %s%s\n' "$label" "$cfg" "$(fmt_dur $dt)" "$note"
+	printf 'FAIL  %-57s %-6s %s%s\n' "$label" "$cfg" "$(fmt_dur $dt)" "$note"
 	if [ ${#bad[@]} = 0 ]; then
 		mapfile -t bad < <(grep -E "$any_re|^(ERROR|make(\[[0-9]+\])?:.*Error|.*\*\*\*)|undefined" "$logf" | head -n 12)
 		[ ${#bad[@]} -gt 0 ] || mapfile -t bad < <(tail -n 8 "$logf")
 	fi
-	printf '%s\n' "${bad[@]}" | head -n 12 | sed 's/^/      /'
+	# paths relative to the tree, as in the patches
+	printf '%s\n' "${bad[@]}" | head -n 12 |
+		sed -e "s|$MX/||g" -e 's|arch/x86/kvm/\.\./\.\./\.\./||g' -e 's/^/      /'
 	echo "      (log: ${logf#"$ROOT"/})"
 	fail=$((fail + 1))
 }
