@@ -111,6 +111,7 @@ static struct {
 	int seconds;
 	bool longrun;
 	bool verbose;
+	bool no_hook_races;	/* -H: control run, the race threads never hook */
 	unsigned int mask;
 } opt = { .iterations = 30, .seconds = 60, .mask = ~0u };
 
@@ -257,6 +258,17 @@ static int rnd_range(struct rng *r, int lo, int hi)
 static bool chance(struct rng *r, int pct)
 {
 	return (int)rnd(r, 100) < pct;
+}
+
+/*
+ * A scenario's variant: each one in turn on its first runs (so that a
+ * short run covers them), then at random.
+ */
+static int variant(struct rng *r, int sc, int n)
+{
+	int run = scen[sc].runs - 1;
+
+	return run < n ? run : (int)rnd(r, n);
 }
 
 static void rng_seed(struct rng *r, uint64_t seed, uint64_t stream)
@@ -663,6 +675,71 @@ static uint64_t counter(struct vmctx *c, int i)
 	return READ_ONCE(*c->counter[i]);
 }
 
+/* A few of the vCPU's KVM statistics, by name. */
+static const char *const diag_stats[] = {
+	"exits", "hypercalls", "signal_exits", "halt_exits",
+	"request_irq_exits", "irq_injections",
+};
+
+static void vcpu_stats(struct kvm_vcpu *vcpu, uint64_t *val)
+{
+	struct kvm_stats_header header;
+	struct kvm_stats_desc *desc;
+	int fd, i, k;
+
+	memset(val, 0, ARRAY_SIZE(diag_stats) * sizeof(*val));
+	fd = vcpu_get_stats_fd(vcpu);
+	read_stats_header(fd, &header);
+	desc = read_stats_descriptors(fd, &header);
+	for (i = 0; i < header.num_desc; i++) {
+		struct kvm_stats_desc *d = get_stats_descriptor(desc, i, &header);
+
+		for (k = 0; k < (int)ARRAY_SIZE(diag_stats); k++)
+			if (!strcmp(d->name, diag_stats[k]))
+				read_stat_data(fd, &header, d, &val[k], 1);
+	}
+	free(desc);
+	close(fd);
+}
+
+/*
+ * What a stuck vCPU does: its exit counters over a second (is it entering
+ * the guest at all?), then, stopped, where its guest is.
+ */
+static void diag_vcpu(struct vmctx *c, int i)
+{
+	uint64_t a[ARRAY_SIZE(diag_stats)], b[ARRAY_SIZE(diag_stats)];
+	struct vcpu_w *w = &c->w[i];
+	uint64_t start = counter(c, i);
+	char line[256];
+	int k, n = 0;
+
+	vcpu_stats(w->vcpu, a);
+	sleep_ms(1000);
+	vcpu_stats(w->vcpu, b);
+	for (k = 0; k < (int)ARRAY_SIZE(diag_stats); k++)
+		n += snprintf(line + n, sizeof(line) - n, " %s %llu (+%llu)",
+			      diag_stats[k], (unsigned long long)b[k],
+			      (unsigned long long)(b[k] - a[k]));
+	say("  vCPU %d of VM %d, over 1 s: guest counter +%llu;%s", i, c->gen,
+	    (unsigned long long)(counter(c, i) - start), line);
+	if (!LOAD(w->exited) && !vcpu_stop(w, 5000)) {
+		say("  vCPU %d: the thread does not leave KVM_RUN", i);
+		return;
+	}
+	{
+		uint64_t code = (uint64_t)guest_code;
+		struct kvm_sregs sr;
+		struct kvm_regs r;
+
+		vcpu_regs_get(w->vcpu, &r);
+		vcpu_sregs_get(w->vcpu, &sr);
+		say("  vCPU %d: rip 0x%llx (guest_code at 0x%llx), rsp 0x%llx, rax 0x%llx, rdi 0x%llx, rflags 0x%llx; cr0 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx; cs 0x%x",
+		    i, r.rip, (unsigned long long)code, r.rsp, r.rax, r.rdi,
+		    r.rflags, sr.cr0, sr.cr3, sr.cr4, sr.efer, sr.cs.selector);
+	}
+}
+
 /*
  * Every running vCPU's guest must make progress within @ms.  A failure
  * marks the VM broken (the main loop makes a new one).
@@ -686,6 +763,7 @@ static bool expect_progress(struct vmctx *c, int ms, const char *when)
 			if (LOAD(w->exited)) {
 				fail("%s: vCPU %d of VM %d left KVM_RUN: %s", when,
 				     i, c->gen, vcpu_state(w));
+				diag_vcpu(c, i);
 				c->broken = true;
 				return false;
 			}
@@ -704,6 +782,9 @@ static bool expect_progress(struct vmctx *c, int ms, const char *when)
 			     when, i, c->gen, LOAD(c->w[i].tid), ms / 1000,
 			     (unsigned long long)start[i]);
 	dump_tasks(0, "stuck vCPU");
+	for (i = 0; i < n; i++)
+		if (c->w[i].started && counter(c, i) == start[i])
+			diag_vcpu(c, i);
 	c->broken = true;
 	return false;
 }
@@ -2078,10 +2159,11 @@ out:
 /* Keep the vCPUs busy with events: HYPERCALL on some, PAUSE on all. */
 static void busy_vcpus(struct session *s, struct rng *r)
 {
-	int v, nv = sess_vcpus(s);
+	int v, nv = sess_vcpus(s), one = rnd(r, nv);
 
 	for (v = 0; v < nv; v++) {
-		if (chance(r, 60))
+		/* On one vCPU at least: messages keep coming. */
+		if (v == one || chance(r, 60))
 			tool_control_event(s, v, KVMI_EVENT_HYPERCALL, 1);
 		for (int k = rnd(r, 4); k; k--)
 			tool_pause(s, v);
@@ -2094,7 +2176,7 @@ static void sc_tool_death(struct rng *r)
 		"after N messages", "in the middle of a reply",
 		"while vCPUs wait for replies", "while not reading",
 	};
-	int mode = rnd(r, ARRAY_SIZE(modes));
+	int mode = variant(r, SC_TOOL_DEATH, ARRAY_SIZE(modes));
 	struct session *s;
 	int wait;
 
@@ -2148,7 +2230,8 @@ static void sc_stop_reading(struct rng *r)
 	static const char *const ends[] = {
 		"PREUNHOOK + UNHOOK", "UNHOOK", "the tool reads again",
 	};
-	int end = rnd(r, ARRAY_SIZE(ends)), stall, sent = 0, v, err;
+	int end = variant(r, SC_STOP_READING, ARRAY_SIZE(ends));
+	int stall, sent = 0, v, err;
 	struct session *s;
 	int64_t t0, dur;
 
@@ -2301,13 +2384,20 @@ static void *race_fn(void *arg)
 	struct kvm_vm *vm = race->c->vm;
 	int err, sv[2];
 
+	/* Sessions must live long enough for their tools to get events. */
+	static const int pause_ms[NR_RACE] = {
+		[R_HOOK] = 25, [R_UNHOOK] = 150, [R_PREUNHOOK] = 80,
+		[R_ALLOW] = 60, [R_VCPU] = 100, [R_KILL] = 100,
+	};
+
 	while (!LOAD(race->stop)) {
-		sleep_ms(rnd(&t->rng, 25));
+		sleep_ms(rnd(&t->rng, pause_ms[t->kind]));
 		switch (t->kind) {
 		case R_HOOK: {
 			struct session *s;
 
-			if (race->nsess >= (int)ARRAY_SIZE(race->sess))
+			if (race->nsess >= (int)ARRAY_SIZE(race->sess) ||
+			    opt.no_hook_races)
 				continue;
 			TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv),
 				    "socketpair");
@@ -2388,16 +2478,20 @@ static void *race_fn(void *arg)
 
 static void sc_races(struct rng *r)
 {
-	struct race race = { .c = W.vm };
+	struct race race = {};
 	struct race_thread t[NR_RACE];
 	int i, err, dur;
 
-	pthread_mutex_init(&race.lock, NULL);
+	/* May make a new VM: W.vm only after it. */
 	if (!ensure_session())
 		return;
+	race.c = W.vm;
+	pthread_mutex_init(&race.lock, NULL);
 	/* The race threads own every session from here. */
 	sess_end(W.vm, W.s, END_UNHOOK);
 	W.s = NULL;
+	if (opt.no_hook_races)
+		vsay("control run: no HOOK in the race");
 
 	race.vcpus_to_add = MAX_VCPUS - LOAD(W.vm->nr);
 	if (race.vcpus_to_add > 2)
@@ -2551,7 +2645,7 @@ static void sc_vm_destroy(struct rng *r)
 	 * commands; vm: only VM commands meanwhile (vCPU commands resume
 	 * once the vCPUs are out, and wait as jobs when the VM goes).
 	 */
-	bool jobs = chance(r, 50);
+	bool jobs = variant(r, SC_VM_DESTROY, 2) == 0;
 	struct session *s;
 	struct flood fl;
 	uint64_t rx0;
@@ -2664,26 +2758,128 @@ static void __noreturn vmm_child(pid_t parent, int fd, int ready_fd,
 		pause();
 }
 
+/*
+ * VMM children are forked by a helper process started before any VM
+ * exists: fork() from this process, with a VM running, would make its
+ * guest memory copy-on-write under the running vCPUs.
+ */
+static int fork_server_fd = -1;
+
+static void __noreturn fork_server(int sock)
+{
+	pid_t me = getpid();
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* Children are reaped by the kernel; the test polls a pidfd. */
+	signal(SIGCHLD, SIG_IGN);
+	for (;;) {
+		char cbuf[CMSG_SPACE(2 * sizeof(int))];
+		int exit_after, fds[2];
+		struct iovec iov = { &exit_after, sizeof(exit_after) };
+		struct msghdr mh = {
+			.msg_iov = &iov, .msg_iovlen = 1,
+			.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+		};
+		struct cmsghdr *cm;
+		pid_t pid;
+
+		if (recvmsg(sock, &mh, 0) != sizeof(exit_after))
+			_exit(0);
+		cm = CMSG_FIRSTHDR(&mh);
+		if (!cm || cm->cmsg_type != SCM_RIGHTS)
+			_exit(1);
+		memcpy(fds, CMSG_DATA(cm), sizeof(fds));
+		pid = fork();
+		if (!pid) {
+			close(sock);
+			signal(SIGCHLD, SIG_DFL);
+			vmm_child(me, fds[0], fds[1], exit_after);
+		}
+		close(fds[0]);
+		close(fds[1]);
+		if (send(sock, &pid, sizeof(pid), 0) != sizeof(pid))
+			_exit(1);
+	}
+}
+
+static void fork_server_start(void)
+{
+	int sv[2];
+	pid_t pid;
+
+	TEST_ASSERT(!socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), "socketpair");
+	pid = fork();
+	TEST_ASSERT(pid >= 0, "fork: %s", strerror(errno));
+	if (!pid) {
+		close(sv[0]);
+		fork_server(sv[1]);
+	}
+	close(sv[1]);
+	fork_server_fd = sv[0];
+}
+
+/* A VMM child hooked to @hook_fd; returns its pid (-1 on failure). */
+static pid_t spawn_vmm(int hook_fd, int ready_fd, int exit_after)
+{
+	char cbuf[CMSG_SPACE(2 * sizeof(int))] = {};
+	struct iovec iov = { &exit_after, sizeof(exit_after) };
+	struct msghdr mh = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+	};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	int fds[2] = { hook_fd, ready_fd };
+	pid_t pid;
+
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(fds));
+	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	if (sendmsg(fork_server_fd, &mh, 0) != sizeof(exit_after) ||
+	    recv(fork_server_fd, &pid, sizeof(pid), 0) != sizeof(pid))
+		return -1;
+	return pid;
+}
+
+/* Wait (bounded) until process @pidfd is gone: its VM is destroyed then. */
+static bool wait_process_gone(int pidfd, int ms)
+{
+	struct pollfd pfd = { .fd = pidfd, .events = POLLIN };
+	int64_t deadline = now_ms() + ms;
+
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		int n;
+
+		if (left < 0)
+			return false;
+		n = poll(&pfd, 1, left > 100 ? 100 : (int)left);
+		if (n > 0)
+			return true;
+		TEST_ASSERT(n == 0 || errno == EINTR, "poll(pidfd): %s",
+			    strerror(errno));
+	}
+}
+
 static void sc_vmm_killed(struct rng *r)
 {
 	static const char *const how_names[] = { "SIGKILL", "SIGTERM", "exits" };
-	int how = rnd(r, 3), sv[2], ready[2], status, exit_after = 0;
+	int how = rnd(r, 3), sv[2], ready[2], exit_after = 0, pidfd;
 	bool flooding = false;
-	struct flood fl;
-	pid_t parent = getpid(), pid, w;
 	struct session *s;
-	int64_t deadline;
+	struct flood fl;
 	char byte = 0;
+	pid_t pid;
 
 	if (how == 2)
 		exit_after = 100 + rnd(r, 700);
 	TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv), "socketpair");
 	TEST_ASSERT(!pipe(ready), "pipe");
 	fflush(stdout);
-	pid = fork();
-	TEST_ASSERT(pid >= 0, "fork: %s", strerror(errno));
-	if (!pid)
-		vmm_child(parent, sv[0], ready[1], exit_after);
+	pid = spawn_vmm(sv[0], ready[1], exit_after);
+	TEST_ASSERT(pid > 0, "the fork helper did not start a VMM child");
+	pidfd = syscall(SYS_pidfd_open, pid, 0);
+	TEST_ASSERT(pidfd >= 0, "pidfd_open: %s", strerror(errno));
 	close(sv[0]);
 	close(ready[1]);
 
@@ -2700,7 +2896,8 @@ static void sc_vmm_killed(struct rng *r)
 		     byte == 'H' ? "HOOK or allow-list ioctl failed" :
 		     byte == 'P' ? "its vCPUs made no progress" : "no answer");
 		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
+		wait_process_gone(pidfd, DESTROY_MS);
+		close(pidfd);
 		sess_free(s);
 		return;
 	}
@@ -2724,27 +2921,19 @@ static void sc_vmm_killed(struct rng *r)
 	vsay("VMM child %d: %s%s", pid, how_names[how],
 	     flooding ? ", the tool flooding commands" : "");
 
-	deadline = now_ms() + DESTROY_MS + exit_after;
-	for (;;) {
-		w = waitpid(pid, &status, WNOHANG);
-		if (w == pid)
-			break;
-		TEST_ASSERT(w == 0, "waitpid: %s", strerror(errno));
-		if (now_ms() > deadline) {
-			fail("the VMM child (%s%s) did not exit within %d s: VM teardown is stuck",
-			     how_names[how],
-			     flooding ? ", its tool flooding commands" : "",
-			     DESTROY_MS / 1000);
-			dump_tasks(pid, "VMM child");
-			reg_shutdown_all();
-			kill(pid, SIGKILL);
-			deadline = now_ms() + RECOVER_MS;
-			if (waitpid(pid, &status, 0) != pid)
-				finish(true);
-			break;
-		}
-		sleep_ms(5);
+	if (!wait_process_gone(pidfd, DESTROY_MS + exit_after)) {
+		fail("the VMM child (%s%s) did not exit within %d s: VM teardown is stuck",
+		     how_names[how],
+		     flooding ? ", its tool flooding commands" : "",
+		     DESTROY_MS / 1000);
+		dump_tasks(pid, "VMM child");
+		say("recovering: shutting every tool socket down");
+		reg_shutdown_all();
+		kill(pid, SIGKILL);
+		if (!wait_process_gone(pidfd, RECOVER_MS))
+			finish(true);
 	}
+	close(pidfd);
 	ADD(st.vmm_deaths, 1);
 	ADD(st.vm_destroys, 1);
 	if (!wait_eof(s, EOF_MS))
@@ -2890,6 +3079,8 @@ static void usage(const char *prog)
 	       "  -t  stop starting iterations after this many seconds (default %d)\n"
 	       "  -l  long mode: longer bursts, stalls and races (make stress)\n"
 	       "  -v  print each iteration's details\n"
+	       "  -H  control: the race scenario never hooks (vCPU creation and\n"
+	       "      the other VMM ioctls still race)\n"
 	       "  -m  bitmask of scenarios to run (default all):\n",
 	       prog, opt.iterations, opt.seconds);
 	for (int i = 0; i < NR_SCEN; i++)
@@ -2928,7 +3119,7 @@ int main(int argc, char *argv[])
 	pthread_t wd_thread;
 	int64_t end;
 
-	while ((c = getopt(argc, argv, "s:n:t:lvm:h")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:lvm:Hh")) != -1) {
 		switch (c) {
 		case 's': opt.seed = strtoull(optarg, NULL, 0); seeded = true; break;
 		case 'n': opt.iterations = atoi(optarg); break;
@@ -2936,6 +3127,7 @@ int main(int argc, char *argv[])
 		case 'l': opt.longrun = true; break;
 		case 'v': opt.verbose = true; break;
 		case 'm': opt.mask = strtoul(optarg, NULL, 0); break;
+		case 'H': opt.no_hook_races = true; break;
 		default: usage(argv[0]);
 		}
 	}
@@ -2963,6 +3155,8 @@ int main(int argc, char *argv[])
 		    "KVM_CHECK_EXTENSION(KVM_CAP_INTROSPECTION) = %d, expected %d: KVM must be built with introspection and booted with kvm.introspection=1",
 		    cap, KVMI_VERSION);
 
+	/* Before any VM or thread exists. */
+	fork_server_start();
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&sa.sa_mask);
 	TEST_ASSERT(!sigaction(SIGUSR1, &sa, NULL), "sigaction");
