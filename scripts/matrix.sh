@@ -9,7 +9,8 @@
 # Configs (scripts/config.sh; one objdir each, build/obj-matrix-<cfg>):
 #   y      allnoconfig + base.config (KVM=y, KVM_INTROSPECTION=y); builds
 #          arch/x86/kvm/ (virt/kvm comes with it) with W=1 and C=1, sparse
-#          run only on the files the series adds (scripts/sparse-new.sh).
+#          run only on the files the series adds (scripts/sparse-new.sh),
+#          then links its built-in.a with ld -r (duplicate symbols).
 #   m      + matrix-m.config (MODULES=y, KVM/KVM_AMD/KVM_INTEL=m); builds
 #          vmlinux.o and the modules, so modpost checks kvm*.ko against
 #          vmlinux.o and each other, and links the .ko files.
@@ -228,7 +229,12 @@ build_y() {
 	(
 		export MATRIX_SPARSE_FILES="${new_c[*]}" MATRIX_SPARSE_LOG=$obj/.matrix-sparse
 		kmake "$obj" W=1 C=1 CHECK="$ROOT/scripts/sparse-new.sh" arch/x86/kvm/
-	)
+	) || return 1
+	# With KVM=y, kvm, kvm-amd and kvm-intel end up in one vmlinux: link
+	# them together (ld -r) so that a symbol defined twice fails here too.
+	ld -m elf_x86_64 -z noexecstack -r -o "$obj/.matrix-kvm-y.o" \
+		--whole-archive "$obj/arch/x86/kvm/built-in.a" ||
+		{ echo "ERROR: ld -r of arch/x86/kvm/built-in.a failed (KVM=y link)"; return 1; }
 }
 build_m() {
 	"$ROOT/scripts/config.sh" matrix-m || return 1
@@ -313,7 +319,7 @@ run_cfg() {
 	fi
 	printf 'FAIL  %-57s %-6s %s%s\n' "$label" "$cfg" "$(fmt_dur $dt)" "$note"
 	if [ ${#bad[@]} = 0 ]; then
-		mapfile -t bad < <(grep -E "$any_re|^(ERROR|make(\[[0-9]+\])?:.*Error|.*\*\*\*)|undefined" "$logf" | head -n 12)
+		mapfile -t bad < <(grep -E "$any_re|^(ERROR|make(\[[0-9]+\])?:.*Error|.*\*\*\*)|undefined|multiple definition" "$logf" | head -n 12)
 		[ ${#bad[@]} -gt 0 ] || mapfile -t bad < <(tail -n 8 "$logf")
 	fi
 	# paths relative to the tree, as in the patches
