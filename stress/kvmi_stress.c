@@ -190,7 +190,7 @@ static pid_t gettid_(void)
 }
 
 /* One "# ..." line; kernel-splat words are never printed by this test. */
-static void __printf(1, 2) say(const char *fmt, ...)
+static void __printf(1, 2) stress_info(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -204,10 +204,14 @@ static void __printf(1, 2) say(const char *fmt, ...)
 	pthread_mutex_unlock(&out_lock);
 }
 
-#define vsay(...) do { if (opt.verbose) say(__VA_ARGS__); } while (0)
+#define stress_dbg(...)					\
+	do {							\
+		if (opt.verbose)				\
+			stress_info(__VA_ARGS__);		\
+	} while (0)
 
 /* A kernel misbehaviour (never a test problem): counted, printed, kept. */
-static void __printf(1, 2) fail(const char *fmt, ...)
+static void __printf(1, 2) stress_err(const char *fmt, ...)
 {
 	char buf[320];
 	int sc = LOAD(cur_scen);
@@ -315,14 +319,17 @@ static void dump_task(const char *dir, bool stack)
 	if (p && p[1] == ' ') {
 		state = p[2];
 		/* Fields 14 and 15: user and system time, in clock ticks. */
-		sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-		       &utime, &stime);
+		if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+			   &utime, &stime) != 2) {
+			utime = 0;
+			stime = 0;
+		}
 	}
 	snprintf(path, sizeof(path), "%s/wchan", dir);
 	read_small(path, wchan, sizeof(wchan));
-	say("  %s (%s): state %c, wchan %s, utime %lu stime %lu ticks",
-	    strrchr(dir, '/') + 1, comm, state, wchan[0] ? wchan : "-",
-	    utime, stime);
+	stress_info("  %s (%s): state %c, wchan %s, utime %lu stime %lu ticks",
+		    strrchr(dir, '/') + 1, comm, state, wchan[0] ? wchan : "-",
+		    utime, stime);
 	/* Blocked (D) or running (R: a kernel loop?): where. */
 	if (!stack && state != 'D' && state != 'R')
 		return;
@@ -331,7 +338,7 @@ static void dump_task(const char *dir, bool stack)
 		return;
 	for (p = strtok_r(st_buf, "\n", &save); p;
 	     p = strtok_r(NULL, "\n", &save))
-		say("      %s", p);
+		stress_info("      %s", p);
 }
 
 /* Every thread of @pid (0: this process) and every kvmi/ kernel thread. */
@@ -341,7 +348,7 @@ static void dump_tasks(pid_t pid, const char *why)
 	struct dirent *d;
 	DIR *dd;
 
-	say("tasks (%s):", why);
+	stress_info("tasks (%s):", why);
 	if (pid)
 		snprintf(dir, sizeof(dir), "/proc/%d/task", pid);
 	else
@@ -486,21 +493,21 @@ static void *wd_fn(void *arg)
 		pthread_mutex_unlock(&wd_lock);
 
 		if (fired.active) {
-			fail("%s did not return within %d s (thread %d)",
-			     fired.what, fired.ms / 1000, fired.tid);
+			stress_err("%s did not return within %d s (thread %d)",
+				   fired.what, fired.ms / 1000, fired.tid);
 			dump_tasks(0, fired.what);
-			say("recovering: shutting every tool socket down, as if the tools died");
+			stress_info("recovering: shutting every tool socket down, as if the tools died");
 			reg_shutdown_all();
 		}
 		if (stuck.active) {
-			fail("%s still did not return %d s after the tool sockets were shut down: giving up",
-			     stuck.what, RECOVER_MS / 1000);
+			stress_err("%s still did not return %d s after the tool sockets were shut down: giving up",
+				   stuck.what, RECOVER_MS / 1000);
 			dump_tasks(0, stuck.what);
 			finish(true);
 		}
 		if (overdue) {
-			fail("the test overran its time limit by %d s: something is stuck",
-			     (int)((now - hard_deadline) / 1000));
+			stress_err("the test overran its time limit by %d s: something is stuck",
+				   (int)((now - hard_deadline) / 1000));
 			dump_tasks(0, "overrun");
 			finish(true);
 		}
@@ -721,10 +728,10 @@ static void diag_vcpu(struct vmctx *c, int i)
 		n += snprintf(line + n, sizeof(line) - n, " %s %llu (+%llu)",
 			      diag_stats[k], (unsigned long long)b[k],
 			      (unsigned long long)(b[k] - a[k]));
-	say("  vCPU %d of VM %d, over 1 s: guest counter +%llu;%s", i, c->gen,
-	    (unsigned long long)(counter(c, i) - start), line);
+	stress_info("  vCPU %d of VM %d, over 1 s: guest counter +%llu;%s", i, c->gen,
+		    (unsigned long long)(counter(c, i) - start), line);
 	if (!LOAD(w->exited) && !vcpu_stop(w, 5000)) {
-		say("  vCPU %d: the thread does not leave KVM_RUN", i);
+		stress_info("  vCPU %d: the thread does not leave KVM_RUN", i);
 		return;
 	}
 	{
@@ -734,9 +741,9 @@ static void diag_vcpu(struct vmctx *c, int i)
 
 		vcpu_regs_get(w->vcpu, &r);
 		vcpu_sregs_get(w->vcpu, &sr);
-		say("  vCPU %d: rip 0x%llx (guest_code at 0x%llx), rsp 0x%llx, rax 0x%llx, rdi 0x%llx, rflags 0x%llx; cr0 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx; cs 0x%x",
-		    i, r.rip, (unsigned long long)code, r.rsp, r.rax, r.rdi,
-		    r.rflags, sr.cr0, sr.cr3, sr.cr4, sr.efer, sr.cs.selector);
+		stress_info("  vCPU %d: rip 0x%llx (guest_code at 0x%llx), rsp 0x%llx, rax 0x%llx, rdi 0x%llx, rflags 0x%llx; cr0 0x%llx cr3 0x%llx cr4 0x%llx efer 0x%llx; cs 0x%x",
+			    i, r.rip, (unsigned long long)code, r.rsp, r.rax, r.rdi,
+			    r.rflags, sr.cr0, sr.cr3, sr.cr4, sr.efer, sr.cs.selector);
 	}
 }
 
@@ -761,8 +768,8 @@ static bool expect_progress(struct vmctx *c, int ms, const char *when)
 			if (!w->started)
 				continue;
 			if (LOAD(w->exited)) {
-				fail("%s: vCPU %d of VM %d left KVM_RUN: %s", when,
-				     i, c->gen, vcpu_state(w));
+				stress_err("%s: vCPU %d of VM %d left KVM_RUN: %s", when,
+					   i, c->gen, vcpu_state(w));
 				diag_vcpu(c, i);
 				c->broken = true;
 				return false;
@@ -778,9 +785,9 @@ static bool expect_progress(struct vmctx *c, int ms, const char *when)
 	}
 	for (i = 0; i < n; i++)
 		if (c->w[i].started && counter(c, i) == start[i])
-			fail("%s: the guest of vCPU %d (VM %d, thread %d) made no progress in %d s (counter %llu): stuck vCPU",
-			     when, i, c->gen, LOAD(c->w[i].tid), ms / 1000,
-			     (unsigned long long)start[i]);
+			stress_err("%s: the guest of vCPU %d (VM %d, thread %d) made no progress in %d s (counter %llu): stuck vCPU",
+				   when, i, c->gen, LOAD(c->w[i].tid), ms / 1000,
+				   (unsigned long long)start[i]);
 	dump_tasks(0, "stuck vCPU");
 	for (i = 0; i < n; i++)
 		if (c->w[i].started && counter(c, i) == start[i])
@@ -797,14 +804,14 @@ static void vm_free_ctx(struct vmctx *c)
 	for (i = 0; i < LOAD(c->nr); i++) {
 		if (vcpu_stop(&c->w[i], VCPU_STOP_MS))
 			continue;
-		fail("vCPU %d of VM %d (thread %d) did not leave KVM_RUN within %d s",
-		     i, c->gen, LOAD(c->w[i].tid), VCPU_STOP_MS / 1000);
+		stress_err("vCPU %d of VM %d (thread %d) did not leave KVM_RUN within %d s",
+			   i, c->gen, LOAD(c->w[i].tid), VCPU_STOP_MS / 1000);
 		dump_tasks(0, "vCPU does not stop");
-		say("recovering: shutting every tool socket down");
+		stress_info("recovering: shutting every tool socket down");
 		reg_shutdown_all();
 		if (!vcpu_stop(&c->w[i], RECOVER_MS)) {
-			fail("vCPU %d of VM %d still in KVM_RUN after the tools died: giving up",
-			     i, c->gen);
+			stress_err("vCPU %d of VM %d still in KVM_RUN after the tools died: giving up",
+				   i, c->gen);
 			finish(true);
 		}
 	}
@@ -912,9 +919,9 @@ static int allow_all(struct kvm_vm *vm)
 /* ====================================================================== */
 
 #define SEQ_BASE	0x40000000u
-#define SEQ_SLOTS	(1u << 16)
-#define SENT_VALID	(1u << 31)
-#define SENT_ANSWERED	(1u << 30)
+#define SEQ_SLOTS	65536u
+#define SENT_VALID	BIT(31)
+#define SENT_ANSWERED	BIT(30)
 
 enum { P_ANSWER, P_SILENT, P_NOREAD, P_HOLD };
 enum { D_NONE, D_AFTER_MSGS, D_MID_REPLY };
@@ -1077,9 +1084,9 @@ static void *writer_fn(void *arg)
 			continue;
 		pthread_mutex_lock(&s->qlock);
 		n = send(s->fd, s->q + s->qhead, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n > 0)
+		if (n > 0) {
 			s->qhead += n;
-		else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
 			/* The kernel shut its end down (or we did). */
 			s->wbroken = 1;
 			s->qhead = s->qtail;
@@ -1243,11 +1250,16 @@ static bool is_zero(const void *p, size_t n)
 static int event_payload_size(int event)
 {
 	switch (event) {
-	case KVMI_EVENT_CR:		return sizeof(struct kvmi_event_cr);
-	case KVMI_EVENT_MSR:		return sizeof(struct kvmi_event_msr);
-	case KVMI_EVENT_BREAKPOINT:	return sizeof(struct kvmi_event_breakpoint);
-	case KVMI_EVENT_TRAP:		return sizeof(struct kvmi_event_trap);
-	case KVMI_EVENT_DESCRIPTOR:	return sizeof(struct kvmi_event_descriptor);
+	case KVMI_EVENT_CR:
+		return sizeof(struct kvmi_event_cr);
+	case KVMI_EVENT_MSR:
+		return sizeof(struct kvmi_event_msr);
+	case KVMI_EVENT_BREAKPOINT:
+		return sizeof(struct kvmi_event_breakpoint);
+	case KVMI_EVENT_TRAP:
+		return sizeof(struct kvmi_event_trap);
+	case KVMI_EVENT_DESCRIPTOR:
+		return sizeof(struct kvmi_event_descriptor);
 	}
 	return 0;
 }
@@ -1300,44 +1312,44 @@ static void check_event(struct session *s, const struct kvmi_msg *m)
 	size_t len;
 
 	if (m->hdr.size < sizeof(*ev)) {
-		fail("session %d: event message seq %u of %u bytes (< %zu)",
-		     s->id, m->hdr.seq, m->hdr.size, sizeof(*ev));
+		stress_err("session %d: event message seq %u of %u bytes (< %zu)",
+			   s->id, m->hdr.seq, m->hdr.size, sizeof(*ev));
 		return;
 	}
 	if (ev->size < sizeof(*ev) || ev->size > m->hdr.size) {
-		fail("session %d: event seq %u: kvmi_event.size %u, message %u bytes",
-		     s->id, m->hdr.seq, ev->size, m->hdr.size);
+		stress_err("session %d: event seq %u: kvmi_event.size %u, message %u bytes",
+			   s->id, m->hdr.seq, ev->size, m->hdr.size);
 		return;
 	}
 	if (!event_implemented(ev->event)) {
-		fail("session %d: event seq %u: unknown event id %u", s->id,
-		     m->hdr.seq, ev->event);
+		stress_err("session %d: event seq %u: unknown event id %u", s->id,
+			   m->hdr.seq, ev->event);
 		return;
 	}
 	if (ev->vcpu >= sess_vcpus(s) ||
 	    (ev->event == KVMI_EVENT_UNHOOK && ev->vcpu)) {
-		fail("session %d: event %u seq %u from vCPU %u (the VM has %d)",
-		     s->id, ev->event, m->hdr.seq, ev->vcpu, sess_vcpus(s));
+		stress_err("session %d: event %u seq %u from vCPU %u (the VM has %d)",
+			   s->id, ev->event, m->hdr.seq, ev->vcpu, sess_vcpus(s));
 		return;
 	}
 	if (!is_zero(ev->padding, sizeof(ev->padding)) ||
 	    !is_zero(ev->arch.padding, sizeof(ev->arch.padding)))
-		fail("session %d: event %u seq %u: padding not zero", s->id,
-		     ev->event, m->hdr.seq);
+		stress_err("session %d: event %u seq %u: padding not zero", s->id,
+			   ev->event, m->hdr.seq);
 	if (ev->event != KVMI_EVENT_UNHOOK && ev->arch.mode != 8)
-		fail("session %d: event %u seq %u from vCPU %u: mode %u, the guest runs in 64-bit mode",
-		     s->id, ev->event, m->hdr.seq, ev->vcpu, ev->arch.mode);
+		stress_err("session %d: event %u seq %u from vCPU %u: mode %u, the guest runs in 64-bit mode",
+			   s->id, ev->event, m->hdr.seq, ev->vcpu, ev->arch.mode);
 	if (!LOAD(s->fuzzed) && !(LOAD(s->asked) & (1u << ev->event))) {
 		ADD(st.stale, 1);
 		/* Once per session; the scenario reports the count. */
 		if (ADD(s->stale, 1) == 1)
-			fail("session %d: event %u (seq %u) from vCPU %u, which this session's tool never enabled or asked for (state left by an earlier session)",
-			     s->id, ev->event, m->hdr.seq, ev->vcpu);
+			stress_err("session %d: event %u (seq %u) from vCPU %u, which this session's tool never enabled or asked for (state left by an earlier session)",
+				   s->id, ev->event, m->hdr.seq, ev->vcpu);
 	}
 	if (m->hdr.size - ev->size != event_payload_size(ev->event))
-		fail("session %d: event %u seq %u: payload of %u bytes, expected %d",
-		     s->id, ev->event, m->hdr.seq, m->hdr.size - ev->size,
-		     event_payload_size(ev->event));
+		stress_err("session %d: event %u seq %u: payload of %u bytes, expected %d",
+			   s->id, ev->event, m->hdr.seq, m->hdr.size - ev->size,
+			   event_payload_size(ev->event));
 
 	ADD(st.events, 1);
 	ADD(s->events, 1);
@@ -1386,43 +1398,43 @@ static void check_reply(struct session *s, const struct kvmi_msg *m)
 	pthread_mutex_unlock(&s->qlock);
 
 	if (!(sent & SENT_VALID)) {
-		fail("session %d: message id %u seq %u size %u: no command was sent with that seq",
-		     s->id, m->hdr.id, m->hdr.seq, m->hdr.size);
+		stress_err("session %d: message id %u seq %u size %u: no command was sent with that seq",
+			   s->id, m->hdr.id, m->hdr.seq, m->hdr.size);
 		return;
 	}
 	if ((sent & 0xffff) != m->hdr.id) {
-		fail("session %d: reply id %u to command id %u (seq %u)",
-		     s->id, m->hdr.id, sent & 0xffff, m->hdr.seq);
+		stress_err("session %d: reply id %u to command id %u (seq %u)",
+			   s->id, m->hdr.id, sent & 0xffff, m->hdr.seq);
 		return;
 	}
 	if (again) {
-		fail("session %d: a second reply to command id %u seq %u",
-		     s->id, m->hdr.id, m->hdr.seq);
+		stress_err("session %d: a second reply to command id %u seq %u",
+			   s->id, m->hdr.id, m->hdr.seq);
 		return;
 	}
 	if (m->hdr.size < sizeof(ec)) {
-		fail("session %d: reply to command id %u seq %u: %u bytes",
-		     s->id, m->hdr.id, m->hdr.seq, m->hdr.size);
+		stress_err("session %d: reply to command id %u seq %u: %u bytes",
+			   s->id, m->hdr.id, m->hdr.seq, m->hdr.size);
 		return;
 	}
 	memcpy(&ec, m->body, sizeof(ec));
 	if (ec.padding || ec.err > 0 || (ec.err && m->hdr.size != sizeof(ec)))
-		fail("session %d: reply to command id %u seq %u: err %d padding %u, %u bytes",
-		     s->id, m->hdr.id, m->hdr.seq, ec.err, ec.padding,
-		     m->hdr.size);
+		stress_err("session %d: reply to command id %u seq %u: err %d padding %u, %u bytes",
+			   s->id, m->hdr.id, m->hdr.seq, ec.err, ec.padding,
+			   m->hdr.size);
 	ADD(s->replies, 1);
 	if (m->hdr.id == KVMI_GET_VERSION && !ec.err) {
 		struct kvmi_get_version_reply v;
 
 		if (m->hdr.size != sizeof(ec) + sizeof(v)) {
-			fail("session %d: GET_VERSION reply of %u bytes", s->id,
-			     m->hdr.size);
+			stress_err("session %d: GET_VERSION reply of %u bytes", s->id,
+				   m->hdr.size);
 			return;
 		}
 		memcpy(&v, m->body + sizeof(ec), sizeof(v));
 		if (v.version != KVMI_VERSION || v.padding)
-			fail("session %d: GET_VERSION: version %u padding %u",
-			     s->id, v.version, v.padding);
+			stress_err("session %d: GET_VERSION: version %u padding %u",
+				   s->id, v.version, v.padding);
 		else if (m->hdr.seq == LOAD(s->probe_seq))
 			STORE(s->probe_ok, 1);
 	}
@@ -1466,9 +1478,9 @@ static void *reader_fn(void *arg)
 			continue;
 		r = read_exact(s->fd, &m->hdr, sizeof(m->hdr), 10000);
 		if (!r && m->hdr.size > KVMI_MSG_SIZE) {
-			fail("session %d: the kernel sent message id %u seq %u of %u bytes (> %zu)",
-			     s->id, m->hdr.id, m->hdr.seq, m->hdr.size,
-			     (size_t)KVMI_MSG_SIZE);
+			stress_err("session %d: the kernel sent message id %u seq %u of %u bytes (> %zu)",
+				   s->id, m->hdr.id, m->hdr.seq, m->hdr.size,
+				   (size_t)KVMI_MSG_SIZE);
 			STORE(s->bad_stream, 1);
 			break;
 		}
@@ -1479,8 +1491,8 @@ static void *reader_fn(void *arg)
 			break;
 		}
 		if (r) {
-			fail("session %d: the kernel sent part of a message (id %u seq %u size %u) and nothing more for 10 s",
-			     s->id, m->hdr.id, m->hdr.seq, m->hdr.size);
+			stress_err("session %d: the kernel sent part of a message (id %u seq %u size %u) and nothing more for 10 s",
+				   s->id, m->hdr.id, m->hdr.seq, m->hdr.size);
 			STORE(s->bad_stream, 1);
 			break;
 		}
@@ -1605,8 +1617,8 @@ static struct session *sess_hook(struct vmctx *c)
 	close(sv[0]);
 	if (err) {
 		close(sv[1]);
-		fail("KVM_INTROSPECTION_HOOK on VM %d: %s", c->gen,
-		     strerror(-err));
+		stress_err("KVM_INTROSPECTION_HOOK on VM %d: %s", c->gen,
+			   strerror(-err));
 		return NULL;
 	}
 	if (c->hooks++)
@@ -1614,7 +1626,7 @@ static struct session *sess_hook(struct vmctx *c)
 	s = sess_alloc(sv[1], c, 0);
 	err = allow_all(c->vm);
 	if (err)
-		fail("allow-list ioctls after HOOK: %s", strerror(-err));
+		stress_err("allow-list ioctls after HOOK: %s", strerror(-err));
 	sess_start_threads(s);
 	return s;
 }
@@ -1641,23 +1653,23 @@ static void sess_end(struct vmctx *c, struct session *s, int how)
 
 		err = do_preunhook(c->vm, &dur);
 		if (healthy && err)
-			fail("session %d: PREUNHOOK with a healthy tool: %s",
-			     s->id, strerror(-err));
+			stress_err("session %d: PREUNHOOK with a healthy tool: %s",
+				   s->id, strerror(-err));
 		else if (!preunhook_err_ok(err))
-			fail("session %d: PREUNHOOK: unexpected error %s",
-			     s->id, strerror(-err));
+			stress_err("session %d: PREUNHOOK: unexpected error %s",
+				   s->id, strerror(-err));
 		if (healthy && !err && s->unhook_enabled &&
 		    !wait_flag(s, &s->unhook_events, EOF_MS, true) &&
 		    LOAD(s->unhook_events) == before)
-			fail("session %d: no UNHOOK event within %d s of PREUNHOOK",
-			     s->id, EOF_MS / 1000);
+			stress_err("session %d: no UNHOOK event within %d s of PREUNHOOK",
+				   s->id, EOF_MS / 1000);
 	}
 	err = do_unhook(c->vm);
 	if (err)
-		fail("session %d: UNHOOK: %s", s->id, strerror(-err));
+		stress_err("session %d: UNHOOK: %s", s->id, strerror(-err));
 	if (!wait_eof(s, EOF_MS))
-		fail("session %d: the tool socket was not shut down within %d s of UNHOOK",
-		     s->id, EOF_MS / 1000);
+		stress_err("session %d: the tool socket was not shut down within %d s of UNHOOK",
+			   s->id, EOF_MS / 1000);
 	sess_free(s);
 }
 
@@ -1696,8 +1708,8 @@ static void reconnect(int how)
 	sess_end(W.vm, W.s, how);
 	W.s = sess_hook(W.vm);
 	if (W.s && sess_probe(W.s, PROBE_MS) != 1)
-		fail("session %d: no reply to GET_VERSION after reconnecting",
-		     W.s->id);
+		stress_err("session %d: no reply to GET_VERSION after reconnecting",
+			   W.s->id);
 }
 
 /* ====================================================================== */
@@ -1927,12 +1939,12 @@ static void print_hist(struct fuzz_rec *h, int n)
 {
 	int i;
 
-	say("last messages the tool sent:");
+	stress_info("last messages the tool sent:");
 	for (i = n > FUZZ_HIST ? n - FUZZ_HIST : 0; i < n; i++) {
 		struct fuzz_rec *f = &h[i % FUZZ_HIST];
 
-		say("  id %u size %u seq 0x%x vcpu %u (%s)", f->id, f->size,
-		    f->seq, f->vcpu, f->kind);
+		stress_info("  id %u size %u seq 0x%x vcpu %u (%s)", f->id, f->size,
+			    f->seq, f->vcpu, f->kind);
 	}
 }
 
@@ -1970,13 +1982,15 @@ static void sc_fuzz(struct rng *r)
 		if (sess_gone(s))
 			break;
 	}
-	vsay("%d random messages, last: %s", sent, hist[(sent - 1) % FUZZ_HIST].kind);
+	stress_dbg("%d random messages, last: %s", sent, hist[(sent - 1) % FUZZ_HIST].kind);
 
 	if (truncate_and_die && !disconnect && !sess_gone(s)) {
 		/* A message cut short, then the tool is gone. */
 		fuzz_make(s, r, f);
 		if (f->len > sizeof(struct kvmi_msg_hdr) + 1) {
-			f->len = sizeof(struct kvmi_msg_hdr) + rnd(r, f->len - sizeof(struct kvmi_msg_hdr));
+			size_t hl = sizeof(struct kvmi_msg_hdr);
+
+			f->len = hl + rnd(r, f->len - hl);
 			f->rec.kind = "truncated, then the tool died";
 		} else {
 			f->len = 1 + rnd(r, sizeof(struct kvmi_msg_hdr) - 1);
@@ -1992,8 +2006,8 @@ static void sc_fuzz(struct rng *r)
 	}
 	if (disconnect) {
 		if (!wait_eof(s, EOF_MS)) {
-			fail("session %d: no disconnect within %d s after a protocol error (%s)",
-			     s->id, EOF_MS / 1000, f->rec.kind);
+			stress_err("session %d: no disconnect within %d s after a protocol error (%s)",
+				   s->id, EOF_MS / 1000, f->rec.kind);
 			print_hist(hist, sent);
 		} else {
 			ADD(st.disconnects, 1);
@@ -2007,13 +2021,13 @@ static void sc_fuzz(struct rng *r)
 
 	res = sess_probe(s, PROBE_MS);
 	if (res == 0) {
-		fail("session %d: the kernel closed the connection after %d random messages without a protocol error from the tool",
-		     s->id, sent);
+		stress_err("session %d: the kernel closed the connection after %d random messages without a protocol error from the tool",
+			   s->id, sent);
 		print_hist(hist, sent);
 		reconnect(END_UNHOOK);
 	} else if (res < 0) {
-		fail("session %d: no reply to GET_VERSION within %d s after %d random messages",
-		     s->id, PROBE_MS / 1000, sent);
+		stress_err("session %d: no reply to GET_VERSION within %d s after %d random messages",
+			   s->id, PROBE_MS / 1000, sent);
 		print_hist(hist, sent);
 		dump_tasks(0, "no reply");
 		reconnect(END_CLOSE);
@@ -2061,17 +2075,17 @@ static void sc_bad_reply(struct rng *r)
 		tool_pause(s, v);
 	if (!wait_flag(s, &s->held, PROGRESS_MS, true)) {
 		if (!sess_gone(s)) {
-			fail("session %d: no %s event from vCPU %d within %d s",
-			     s->id, hypercall ? "HYPERCALL" : "PAUSE_VCPU", v,
-			     PROGRESS_MS / 1000);
+			stress_err("session %d: no %s event from vCPU %d within %d s",
+				   s->id, hypercall ? "HYPERCALL" : "PAUSE_VCPU", v,
+				   PROGRESS_MS / 1000);
 			dump_tasks(0, "no event");
 		}
 		reconnect(END_CLOSE);
 		goto out;
 	}
 	ev = (void *)s->held_msg.body;
-	vsay("vCPU %d waits in event %u seq %u: reply %s", v, ev->event,
-	     s->held_msg.hdr.seq, bad_reply_names[kind]);
+	stress_dbg("vCPU %d waits in event %u seq %u: reply %s", v, ev->event,
+		   s->held_msg.hdr.seq, bad_reply_names[kind]);
 
 	len = make_reply(rm, &s->held_msg, KVMI_EVENT_ACTION_CONTINUE);
 	switch (kind) {
@@ -2103,10 +2117,18 @@ static void sc_bad_reply(struct rng *r)
 		break;
 	case 7:
 		switch (rnd(r, 4)) {
-		case 0: rm->vh.padding1 = 1 + rnd(r, 0xfffe); break;
-		case 1: rm->vh.padding2 = 1 + rnd(r, 0xfffffffe); break;
-		case 2: rm->r.padding1 = 1 + rnd(r, 0xfffe); break;
-		default: rm->r.padding2 = 1 + rnd(r, 0xfffffffe); break;
+		case 0:
+			rm->vh.padding1 = 1 + rnd(r, 0xfffe);
+			break;
+		case 1:
+			rm->vh.padding2 = 1 + rnd(r, 0xfffffffe);
+			break;
+		case 2:
+			rm->r.padding1 = 1 + rnd(r, 0xfffe);
+			break;
+		default:
+			rm->r.padding2 = 1 + rnd(r, 0xfffffffe);
+			break;
 		}
 		break;
 	case 8:
@@ -2130,16 +2152,16 @@ static void sc_bad_reply(struct rng *r)
 	if (kind == 9) {
 		/* Valid or not: either the vCPU goes on or the tool is cut off. */
 		if (sess_probe(s, PROBE_MS) < 0) {
-			fail("session %d: no reply to GET_VERSION within %d s after a mutated event reply",
-			     s->id, PROBE_MS / 1000);
+			stress_err("session %d: no reply to GET_VERSION within %d s after a mutated event reply",
+				   s->id, PROBE_MS / 1000);
 			dump_tasks(0, "no reply");
 		}
 		if (sess_gone(s))
 			ADD(st.disconnects, 1);
 	} else if (!wait_eof(s, EOF_MS)) {
-		fail("session %d: %s reply to event %u seq %u of vCPU %d: no disconnect within %d s",
-		     s->id, bad_reply_names[kind], ev->event,
-		     s->held_msg.hdr.seq, v, EOF_MS / 1000);
+		stress_err("session %d: %s reply to event %u seq %u of vCPU %d: no disconnect within %d s",
+			   s->id, bad_reply_names[kind], ev->event,
+			   s->held_msg.hdr.seq, v, EOF_MS / 1000);
 	} else {
 		ADD(st.disconnects, 1);
 	}
@@ -2188,7 +2210,7 @@ static void sc_tool_death(struct rng *r)
 		s->close_on_unhook = chance(r, 50);
 	}
 	busy_vcpus(s, r);
-	vsay("tool dies %s", modes[mode]);
+	stress_dbg("tool dies %s", modes[mode]);
 
 	switch (mode) {
 	case 0:
@@ -2242,7 +2264,7 @@ static void sc_stop_reading(struct rng *r)
 	for (v = 0; v < sess_vcpus(s); v++)
 		tool_control_event(s, v, KVMI_EVENT_HYPERCALL, 1);
 	if (sess_probe(s, PROBE_MS) != 1) {
-		fail("session %d: no reply to GET_VERSION before the flood", s->id);
+		stress_err("session %d: no reply to GET_VERSION before the flood", s->id);
 		reconnect(END_CLOSE);
 		return;
 	}
@@ -2287,8 +2309,8 @@ static void sc_stop_reading(struct rng *r)
 	else
 		stall = chance(r, 40) ? rnd_range(r, 5500, 7000) :
 					rnd(r, 1500);
-	say("  the tool stopped reading: %d commands queued (%zu bytes not accepted by the socket), stall %d ms, then %s",
-	    sent, q_len(s), stall, ends[end]);
+	stress_info("  the tool stopped reading: %d commands queued (%zu bytes not accepted by the socket), stall %d ms, then %s",
+		    sent, q_len(s), stall, ends[end]);
 	ADD(st.stalls, 1);
 	sleep_ms(stall);
 
@@ -2296,36 +2318,36 @@ static void sc_stop_reading(struct rng *r)
 	case 0:
 		err = do_preunhook(W.vm->vm, &dur);
 		if (!preunhook_err_ok(err))
-			fail("session %d: PREUNHOOK with a tool that doesn't read: unexpected error %s",
-			     s->id, strerror(-err));
-		vsay("PREUNHOOK: %s after %lld ms", err ? strerror(-err) : "0",
-		     (long long)dur);
-		/* fall through */
+			stress_err("session %d: PREUNHOOK with a tool that doesn't read: unexpected error %s",
+				   s->id, strerror(-err));
+		stress_dbg("PREUNHOOK: %s after %lld ms", err ? strerror(-err) : "0",
+			   (long long)dur);
+		fallthrough;
 	case 1:
 		err = do_unhook(W.vm->vm);
 		if (err)
-			fail("session %d: UNHOOK: %s", s->id, strerror(-err));
+			stress_err("session %d: UNHOOK: %s", s->id, strerror(-err));
 		expect_progress(W.vm, PROGRESS_MS, "after UNHOOK of a tool that doesn't read");
 		STORE(s->die_req, 1);
 		wait_flag(s, &s->died, 5000, false);
 		sess_free(s);
 		W.s = sess_hook(W.vm);
 		if (W.s && sess_probe(W.s, PROBE_MS) != 1)
-			fail("session %d: no reply to GET_VERSION after reconnecting",
-			     W.s->id);
+			stress_err("session %d: no reply to GET_VERSION after reconnecting",
+				   W.s->id);
 		break;
 	case 2:
 		STORE(s->policy, P_ANSWER);
 		err = sess_probe(s, PROBE_MS + stall);
 		if (err < 0) {
-			fail("session %d: the tool reads again, but no reply to GET_VERSION within %d s",
-			     s->id, (PROBE_MS + stall) / 1000);
+			stress_err("session %d: the tool reads again, but no reply to GET_VERSION within %d s",
+				   s->id, (PROBE_MS + stall) / 1000);
 			dump_tasks(0, "no reply");
 		}
 		expect_progress(W.vm, PROGRESS_MS, "after the tool read again");
 		if (err != 1) {
 			if (err == 0)
-				vsay("the kernel disconnected the tool that stopped reading");
+				stress_dbg("the kernel disconnected the tool that stopped reading");
 			reconnect(err < 0 ? END_CLOSE : END_UNHOOK);
 		} else {
 			for (v = 0; v < sess_vcpus(s); v++)
@@ -2406,7 +2428,7 @@ static void *race_fn(void *arg)
 			if (err) {
 				close(sv[1]);
 				if (err != -EEXIST)
-					fail("racing HOOK: %s", strerror(-err));
+					stress_err("racing HOOK: %s", strerror(-err));
 				break;
 			}
 			race->c->hooks++;
@@ -2416,8 +2438,8 @@ static void *race_fn(void *arg)
 			if (!err)
 				err = do_feature(vm, false, 1, -1);
 			if (err && err != -EFAULT)
-				fail("racing allow-list ioctl after HOOK: %s",
-				     strerror(-err));
+				stress_err("racing allow-list ioctl after HOOK: %s",
+					   strerror(-err));
 			sess_start_threads(s);
 			race_tool_start(s, &t->rng);
 			pthread_mutex_lock(&race->lock);
@@ -2428,12 +2450,12 @@ static void *race_fn(void *arg)
 		case R_UNHOOK:
 			err = do_unhook(vm);
 			if (err && err != -ENOENT)
-				fail("racing UNHOOK: %s", strerror(-err));
+				stress_err("racing UNHOOK: %s", strerror(-err));
 			break;
 		case R_PREUNHOOK:
 			err = do_preunhook(vm, NULL);
 			if (!preunhook_err_ok(err))
-				fail("racing PREUNHOOK: %s", strerror(-err));
+				stress_err("racing PREUNHOOK: %s", strerror(-err));
 			break;
 		case R_ALLOW: {
 			bool command = chance(&t->rng, 50);
@@ -2443,7 +2465,7 @@ static void *race_fn(void *arg)
 			err = do_feature(vm, command, chance(&t->rng, 60), id);
 			if (err && err != -EFAULT && err != -EINVAL &&
 			    err != -EPERM)
-				fail("racing allow-list ioctl: %s", strerror(-err));
+				stress_err("racing allow-list ioctl: %s", strerror(-err));
 			break;
 		}
 		case R_VCPU:
@@ -2491,7 +2513,7 @@ static void sc_races(struct rng *r)
 	sess_end(W.vm, W.s, END_UNHOOK);
 	W.s = NULL;
 	if (opt.no_hook_races)
-		vsay("control run: no HOOK in the race");
+		stress_dbg("control run: no HOOK in the race");
 
 	race.vcpus_to_add = MAX_VCPUS - LOAD(W.vm->nr);
 	if (race.vcpus_to_add > 2)
@@ -2510,22 +2532,22 @@ static void sc_races(struct rng *r)
 
 	err = do_unhook(W.vm->vm);
 	if (err && err != -ENOENT)
-		fail("UNHOOK after the race: %s", strerror(-err));
+		stress_err("UNHOOK after the race: %s", strerror(-err));
 	for (i = 0; i < race.nsess; i++) {
 		struct session *s = race.sess[i];
 
 		if (!wait_eof(s, EOF_MS))
-			fail("race session %d: the tool socket was not shut down within %d s of the last UNHOOK",
-			     s->id, EOF_MS / 1000);
+			stress_err("race session %d: the tool socket was not shut down within %d s of the last UNHOOK",
+				   s->id, EOF_MS / 1000);
 		sess_free(s);
 	}
-	vsay("race: %d ms, %d sessions, ops: hook %llu unhook %llu preunhook %llu allow %llu vcpu %llu kill %llu",
-	     dur, race.nsess, (unsigned long long)t[R_HOOK].ops,
-	     (unsigned long long)t[R_UNHOOK].ops,
-	     (unsigned long long)t[R_PREUNHOOK].ops,
-	     (unsigned long long)t[R_ALLOW].ops,
-	     (unsigned long long)t[R_VCPU].ops,
-	     (unsigned long long)t[R_KILL].ops);
+	stress_dbg("race: %d ms, %d sessions, ops: hook %llu unhook %llu preunhook %llu allow %llu vcpu %llu kill %llu",
+		   dur, race.nsess, (unsigned long long)t[R_HOOK].ops,
+		   (unsigned long long)t[R_UNHOOK].ops,
+		   (unsigned long long)t[R_PREUNHOOK].ops,
+		   (unsigned long long)t[R_ALLOW].ops,
+		   (unsigned long long)t[R_VCPU].ops,
+		   (unsigned long long)t[R_KILL].ops);
 	expect_progress(W.vm, PROGRESS_MS, "after the HOOK/UNHOOK race");
 	pthread_mutex_destroy(&race.lock);
 }
@@ -2665,18 +2687,18 @@ static void sc_vm_destroy(struct rng *r)
 	 */
 	STORE(fl.mode, jobs ? FL_JOBS : FL_VM);
 	n = LOAD(W.vm->nr);
-	vsay("stopping %d vCPUs while the tool sends %s", n,
-	     jobs ? "vCPU commands" : "VM commands");
+	stress_dbg("stopping %d vCPUs while the tool sends %s", n,
+		   jobs ? "vCPU commands" : "VM commands");
 	for (i = 0; i < n; i++) {
 		rx0 = LOAD(s->rx);
 		if (vcpu_stop(&W.vm->w[i], VCPU_STOP_MS))
 			continue;
-		fail("vCPU %d (thread %d) did not leave KVM_RUN within %d s of signal + immediate_exit while the tool sent %s (the tool received %llu messages meanwhile)",
-		     i, LOAD(W.vm->w[i].tid), VCPU_STOP_MS / 1000,
-		     jobs ? "vCPU commands" : "VM commands only",
-		     (unsigned long long)(LOAD(s->rx) - rx0));
+		stress_err("vCPU %d (thread %d) did not leave KVM_RUN within %d s of signal + immediate_exit while the tool sent %s (the tool received %llu messages meanwhile)",
+			   i, LOAD(W.vm->w[i].tid), VCPU_STOP_MS / 1000,
+			   jobs ? "vCPU commands" : "VM commands only",
+			   (unsigned long long)(LOAD(s->rx) - rx0));
 		dump_tasks(0, "vCPU does not stop");
-		say("recovering: shutting every tool socket down");
+		stress_info("recovering: shutting every tool socket down");
 		reg_shutdown_all();
 		if (!vcpu_stop(&W.vm->w[i], RECOVER_MS))
 			finish(true);
@@ -2691,11 +2713,11 @@ static void sc_vm_destroy(struct rng *r)
 	ADD(st.vm_destroys, 1);
 
 	if (!wait_eof(s, EOF_MS))
-		fail("session %d: the tool socket was not shut down within %d s of the VM's destruction",
-		     s->id, EOF_MS / 1000);
+		stress_err("session %d: the tool socket was not shut down within %d s of the VM's destruction",
+			   s->id, EOF_MS / 1000);
 	flood_stop(&fl);
-	vsay("VM %d destroyed under %llu commands", W.vm->gen,
-	     (unsigned long long)fl.n);
+	stress_dbg("VM %d destroyed under %llu commands", W.vm->gen,
+		   (unsigned long long)fl.n);
 	sess_free(s);
 	W.s = NULL;
 	free(W.vm);
@@ -2892,9 +2914,9 @@ static void sc_vmm_killed(struct rng *r)
 	}
 	close(ready[0]);
 	if (byte != 'R') {
-		fail("the VMM child did not get ready (status '%c'): %s", byte ? byte : '-',
-		     byte == 'H' ? "HOOK or allow-list ioctl failed" :
-		     byte == 'P' ? "its vCPUs made no progress" : "no answer");
+		stress_err("the VMM child did not get ready (status '%c'): %s", byte ? byte : '-',
+			   byte == 'H' ? "HOOK or allow-list ioctl failed" :
+			   byte == 'P' ? "its vCPUs made no progress" : "no answer");
 		kill(pid, SIGKILL);
 		wait_process_gone(pidfd, DESTROY_MS);
 		close(pidfd);
@@ -2918,16 +2940,16 @@ static void sc_vmm_killed(struct rng *r)
 	}
 	if (how < 2)
 		kill(pid, how ? SIGTERM : SIGKILL);
-	vsay("VMM child %d: %s%s", pid, how_names[how],
-	     flooding ? ", the tool flooding commands" : "");
+	stress_dbg("VMM child %d: %s%s", pid, how_names[how],
+		   flooding ? ", the tool flooding commands" : "");
 
 	if (!wait_process_gone(pidfd, DESTROY_MS + exit_after)) {
-		fail("the VMM child (%s%s) did not exit within %d s: VM teardown is stuck",
-		     how_names[how],
-		     flooding ? ", its tool flooding commands" : "",
-		     DESTROY_MS / 1000);
+		stress_err("the VMM child (%s%s) did not exit within %d s: VM teardown is stuck",
+			   how_names[how],
+			   flooding ? ", its tool flooding commands" : "",
+			   DESTROY_MS / 1000);
 		dump_tasks(pid, "VMM child");
-		say("recovering: shutting every tool socket down");
+		stress_info("recovering: shutting every tool socket down");
 		reg_shutdown_all();
 		kill(pid, SIGKILL);
 		if (!wait_process_gone(pidfd, RECOVER_MS))
@@ -2937,8 +2959,8 @@ static void sc_vmm_killed(struct rng *r)
 	ADD(st.vmm_deaths, 1);
 	ADD(st.vm_destroys, 1);
 	if (!wait_eof(s, EOF_MS))
-		fail("session %d: the tool socket was not shut down within %d s of the VMM's death",
-		     s->id, EOF_MS / 1000);
+		stress_err("session %d: the tool socket was not shut down within %d s of the VMM's death",
+			   s->id, EOF_MS / 1000);
 	if (flooding)
 		flood_stop(&fl);
 	sess_free(s);
@@ -2979,19 +3001,19 @@ static void sc_rehook(struct rng *r)
 		}
 		err = do_unhook(W.vm->vm);
 		if (err)
-			fail("session %d: UNHOOK: %s", a->id, strerror(-err));
+			stress_err("session %d: UNHOOK: %s", a->id, strerror(-err));
 		W.s = sess_hook(W.vm);
 		ADD(st.rehooks, 1);
 		if (!wait_eof(a, EOF_MS))
-			fail("session %d: the tool socket was not shut down within %d s of UNHOOK",
-			     a->id, EOF_MS / 1000);
+			stress_err("session %d: the tool socket was not shut down within %d s of UNHOOK",
+				   a->id, EOF_MS / 1000);
 		sess_free(a);
 		/* B asked for nothing yet: give stale events time to come. */
 		sleep_ms(20 + rnd(r, 150));
 	}
 	if (LOAD(st.stale) != stale0)
-		say("  %llu events reached sessions that never asked for them",
-		    (unsigned long long)(LOAD(st.stale) - stale0));
+		stress_info("  %llu events reached sessions that never asked for them",
+			    (unsigned long long)(LOAD(st.stale) - stale0));
 	expect_progress(W.vm, PROGRESS_MS, "after UNHOOK + HOOK rounds");
 }
 
@@ -3017,29 +3039,29 @@ static void finish(bool fatal)
 	for (i = 0; i < NR_SCEN; i++)
 		n += scen[i].runs;
 	scen[SC_SETUP].runs = 1;
-	say("INFO: stress: seed %llu, %d iterations, %llu messages, %llu reconnects, %llu deaths, %llu races, in %lld s",
-	    (unsigned long long)opt.seed, n,
-	    (unsigned long long)(LOAD(st.tx) + LOAD(st.rx)),
-	    (unsigned long long)LOAD(st.reconnects),
-	    (unsigned long long)(LOAD(st.tool_deaths) + LOAD(st.vmm_deaths)),
-	    (unsigned long long)LOAD(st.races),
-	    (long long)((now_ms() - t_start + 500) / 1000));
-	say("INFO: stress: messages %llu sent / %llu received, %llu events (%llu stale), %llu protocol-error disconnects, %llu tool deaths, %llu VMM deaths, %llu VM destroys, %llu back-to-back rehooks, %llu stalls, %llu vCPUs hot-added, %llu CRASH actions",
-	    (unsigned long long)LOAD(st.tx), (unsigned long long)LOAD(st.rx),
-	    (unsigned long long)LOAD(st.events),
-	    (unsigned long long)LOAD(st.stale),
-	    (unsigned long long)LOAD(st.disconnects),
-	    (unsigned long long)LOAD(st.tool_deaths),
-	    (unsigned long long)LOAD(st.vmm_deaths),
-	    (unsigned long long)LOAD(st.vm_destroys),
-	    (unsigned long long)LOAD(st.rehooks),
-	    (unsigned long long)LOAD(st.stalls),
-	    (unsigned long long)LOAD(st.vcpus_added),
-	    (unsigned long long)LOAD(st.crashes));
+	stress_info("INFO: stress: seed %llu, %d iterations, %llu messages, %llu reconnects, %llu deaths, %llu races, in %lld s",
+		    (unsigned long long)opt.seed, n,
+		    (unsigned long long)(LOAD(st.tx) + LOAD(st.rx)),
+		    (unsigned long long)LOAD(st.reconnects),
+		    (unsigned long long)(LOAD(st.tool_deaths) + LOAD(st.vmm_deaths)),
+		    (unsigned long long)LOAD(st.races),
+		    (long long)((now_ms() - t_start + 500) / 1000));
+	stress_info("INFO: stress: messages %llu sent / %llu received, %llu events (%llu stale), %llu protocol-error disconnects, %llu tool deaths, %llu VMM deaths, %llu VM destroys, %llu back-to-back rehooks, %llu stalls, %llu vCPUs hot-added, %llu CRASH actions",
+		    (unsigned long long)LOAD(st.tx), (unsigned long long)LOAD(st.rx),
+		    (unsigned long long)LOAD(st.events),
+		    (unsigned long long)LOAD(st.stale),
+		    (unsigned long long)LOAD(st.disconnects),
+		    (unsigned long long)LOAD(st.tool_deaths),
+		    (unsigned long long)LOAD(st.vmm_deaths),
+		    (unsigned long long)LOAD(st.vm_destroys),
+		    (unsigned long long)LOAD(st.rehooks),
+		    (unsigned long long)LOAD(st.stalls),
+		    (unsigned long long)LOAD(st.vcpus_added),
+		    (unsigned long long)LOAD(st.crashes));
 	if (nfails)
-		say("rerun with: kvmi_stress -s %llu -n %d -t %d%s",
-		    (unsigned long long)opt.seed, opt.iterations, opt.seconds,
-		    opt.longrun ? " -l" : "");
+		stress_info("rerun with: kvmi_stress -s %llu -n %d -t %d%s",
+			    (unsigned long long)opt.seed, opt.iterations, opt.seconds,
+			    opt.longrun ? " -l" : "");
 
 	pthread_mutex_lock(&out_lock);
 	for (i = 0; i <= NR_SCEN; i++) {
@@ -3071,7 +3093,7 @@ static void finish(bool fatal)
 	}
 }
 
-static void usage(const char *prog)
+static void print_help(const char *prog)
 {
 	printf("usage: %s [-s seed] [-n iterations] [-t seconds] [-l] [-v] [-m mask]\n"
 	       "  -s  PRNG seed (default: time-based; printed)\n"
@@ -3121,14 +3143,30 @@ int main(int argc, char *argv[])
 
 	while ((c = getopt(argc, argv, "s:n:t:lvm:Hh")) != -1) {
 		switch (c) {
-		case 's': opt.seed = strtoull(optarg, NULL, 0); seeded = true; break;
-		case 'n': opt.iterations = atoi(optarg); break;
-		case 't': opt.seconds = atoi(optarg); break;
-		case 'l': opt.longrun = true; break;
-		case 'v': opt.verbose = true; break;
-		case 'm': opt.mask = strtoul(optarg, NULL, 0); break;
-		case 'H': opt.no_hook_races = true; break;
-		default: usage(argv[0]);
+		case 's':
+			opt.seed = strtoull(optarg, NULL, 0);
+			seeded = true;
+			break;
+		case 'n':
+			opt.iterations = atoi(optarg);
+			break;
+		case 't':
+			opt.seconds = atoi(optarg);
+			break;
+		case 'l':
+			opt.longrun = true;
+			break;
+		case 'v':
+			opt.verbose = true;
+			break;
+		case 'm':
+			opt.mask = strtoul(optarg, NULL, 0);
+			break;
+		case 'H':
+			opt.no_hook_races = true;
+			break;
+		default:
+			print_help(argv[0]);
 		}
 	}
 	if (!seeded) {
@@ -3142,9 +3180,9 @@ int main(int argc, char *argv[])
 
 	ksft_print_header();
 	ksft_set_plan(NR_SCEN + 1);
-	say("kvmi_stress: seed %llu, up to %d iterations / %d s, %s mode",
-	    (unsigned long long)opt.seed, opt.iterations, opt.seconds,
-	    opt.longrun ? "long" : "short");
+	stress_info("kvmi_stress: seed %llu, up to %d iterations / %d s, %s mode",
+		    (unsigned long long)opt.seed, opt.iterations, opt.seconds,
+		    opt.longrun ? "long" : "short");
 
 	fd = open("/dev/kvm", O_RDWR);
 	TEST_ASSERT(fd >= 0, "open(/dev/kvm): %s", strerror(errno));
@@ -3184,22 +3222,38 @@ int main(int argc, char *argv[])
 		STORE(cur_iter, i + 1);
 		STORE(cur_scen, sc);
 		scen[sc].runs++;
-		say("iteration %d: %s (%.1f s)", i + 1, scen[sc].name,
-		    (now_ms() - t_start) / 1000.0);
+		stress_info("iteration %d: %s (%.1f s)", i + 1, scen[sc].name,
+			    (now_ms() - t_start) / 1000.0);
 		switch (sc) {
-		case SC_FUZZ:		sc_fuzz(&r); break;
-		case SC_BAD_REPLY:	sc_bad_reply(&r); break;
-		case SC_TOOL_DEATH:	sc_tool_death(&r); break;
-		case SC_STOP_READING:	sc_stop_reading(&r); break;
-		case SC_RACES:		sc_races(&r); break;
-		case SC_VM_DESTROY:	sc_vm_destroy(&r); break;
-		case SC_VMM_KILLED:	sc_vmm_killed(&r); break;
-		case SC_REHOOK:		sc_rehook(&r); break;
+		case SC_FUZZ:
+			sc_fuzz(&r);
+			break;
+		case SC_BAD_REPLY:
+			sc_bad_reply(&r);
+			break;
+		case SC_TOOL_DEATH:
+			sc_tool_death(&r);
+			break;
+		case SC_STOP_READING:
+			sc_stop_reading(&r);
+			break;
+		case SC_RACES:
+			sc_races(&r);
+			break;
+		case SC_VM_DESTROY:
+			sc_vm_destroy(&r);
+			break;
+		case SC_VMM_KILLED:
+			sc_vmm_killed(&r);
+			break;
+		case SC_REHOOK:
+			sc_rehook(&r);
+			break;
 		}
 		if (W.vm && !W.vm->broken)
 			expect_progress(W.vm, PROGRESS_MS, "end of iteration");
 		if (nfails >= MAX_FAILS) {
-			say("stopping after %d failures", nfails);
+			stress_info("stopping after %d failures", nfails);
 			break;
 		}
 	}
