@@ -165,6 +165,7 @@ static struct {
 
 static int64_t t_start;
 static int cur_iter;
+static int stale_reported;	/* the last iteration that reported one */
 static int cur_scen = SC_SETUP;
 static int nfails;
 static int finished;
@@ -548,6 +549,13 @@ static void guest_code(uint64_t idx)
 
 struct vcpu_w {
 	struct kvm_vcpu *vcpu;
+	/*
+	 * Opened before the vCPU runs: KVM_GET_STATS_FD, like most vCPU
+	 * ioctls, waits for the vCPU's mutex, which KVM_RUN holds.
+	 */
+	int stats_fd;
+	struct kvm_stats_header stats_header;
+	struct kvm_stats_desc *stats_desc;
 	pthread_t thread;
 	bool started;
 	bool joined;
@@ -626,6 +634,10 @@ static int vcpu_add(struct vmctx *c)
 	TEST_ASSERT(i < MAX_VCPUS, "too many vCPUs");
 	c->w[i].vcpu = vm_vcpu_add(c->vm, i, guest_code);
 	vcpu_args_set(c->w[i].vcpu, 1, (uint64_t)i);
+	c->w[i].stats_fd = vcpu_get_stats_fd(c->w[i].vcpu);
+	read_stats_header(c->w[i].stats_fd, &c->w[i].stats_header);
+	c->w[i].stats_desc = read_stats_descriptors(c->w[i].stats_fd,
+						    &c->w[i].stats_header);
 	STORE(c->nr, i + 1);
 	vcpu_start(c, i);
 	return i;
@@ -688,25 +700,20 @@ static const char *const diag_stats[] = {
 	"request_irq_exits", "irq_injections",
 };
 
-static void vcpu_stats(struct kvm_vcpu *vcpu, uint64_t *val)
+static void vcpu_stats(struct vcpu_w *w, uint64_t *val)
 {
-	struct kvm_stats_header header;
-	struct kvm_stats_desc *desc;
-	int fd, i, k;
+	int i, k;
 
 	memset(val, 0, ARRAY_SIZE(diag_stats) * sizeof(*val));
-	fd = vcpu_get_stats_fd(vcpu);
-	read_stats_header(fd, &header);
-	desc = read_stats_descriptors(fd, &header);
-	for (i = 0; i < header.num_desc; i++) {
-		struct kvm_stats_desc *d = get_stats_descriptor(desc, i, &header);
+	for (i = 0; i < w->stats_header.num_desc; i++) {
+		struct kvm_stats_desc *d;
 
+		d = get_stats_descriptor(w->stats_desc, i, &w->stats_header);
 		for (k = 0; k < (int)ARRAY_SIZE(diag_stats); k++)
 			if (!strcmp(d->name, diag_stats[k]))
-				read_stat_data(fd, &header, d, &val[k], 1);
+				read_stat_data(w->stats_fd, &w->stats_header, d,
+					       &val[k], 1);
 	}
-	free(desc);
-	close(fd);
 }
 
 /*
@@ -721,9 +728,9 @@ static void diag_vcpu(struct vmctx *c, int i)
 	char line[256];
 	int k, n = 0;
 
-	vcpu_stats(w->vcpu, a);
+	vcpu_stats(w, a);
 	sleep_ms(1000);
-	vcpu_stats(w->vcpu, b);
+	vcpu_stats(w, b);
 	for (k = 0; k < (int)ARRAY_SIZE(diag_stats); k++)
 		n += snprintf(line + n, sizeof(line) - n, " %s %llu (+%llu)",
 			      diag_stats[k], (unsigned long long)b[k],
@@ -796,6 +803,19 @@ static bool expect_progress(struct vmctx *c, int ms, const char *when)
 	return false;
 }
 
+/* The statistics fds hold references to the VM: closed before it goes. */
+static void vm_close_stats(struct vmctx *c)
+{
+	int i;
+
+	for (i = 0; i < LOAD(c->nr); i++) {
+		close(c->w[i].stats_fd);
+		free(c->w[i].stats_desc);
+		c->w[i].stats_fd = -1;
+		c->w[i].stats_desc = NULL;
+	}
+}
+
 /* Stop the vCPU threads and destroy the VM, each step bounded. */
 static void vm_free_ctx(struct vmctx *c)
 {
@@ -815,6 +835,7 @@ static void vm_free_ctx(struct vmctx *c)
 			finish(true);
 		}
 	}
+	vm_close_stats(c);
 	slot = wd_begin("destroying the VM (kvm_vm_free)", DESTROY_MS);
 	kvm_vm_free(c->vm);
 	wd_end(slot);
@@ -1341,8 +1362,10 @@ static void check_event(struct session *s, const struct kvmi_msg *m)
 			   s->id, ev->event, m->hdr.seq, ev->vcpu, ev->arch.mode);
 	if (!LOAD(s->fuzzed) && !(LOAD(s->asked) & (1u << ev->event))) {
 		ADD(st.stale, 1);
-		/* Once per session; the scenario reports the count. */
-		if (ADD(s->stale, 1) == 1)
+		ADD(s->stale, 1);
+		/* Once per iteration; the scenario reports the count. */
+		if (__atomic_exchange_n(&stale_reported, LOAD(cur_iter),
+					__ATOMIC_SEQ_CST) != LOAD(cur_iter))
 			stress_err("session %d: event %u (seq %u) from vCPU %u, which this session's tool never enabled or asked for (state left by an earlier session)",
 				   s->id, ev->event, m->hdr.seq, ev->vcpu);
 	}
@@ -2707,6 +2730,7 @@ static void sc_vm_destroy(struct rng *r)
 	STORE(fl.mode, FL_ALL);
 	STORE(fl.unbounded, 1);
 	sleep_ms(rnd(r, 200));
+	vm_close_stats(W.vm);
 	i = wd_begin("destroying a hooked VM (kvm_vm_free)", DESTROY_MS);
 	kvm_vm_free(W.vm->vm);
 	wd_end(i);
