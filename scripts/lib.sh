@@ -21,7 +21,8 @@ PACKAGES=(qemu-system-x86 linux-source-6.12 flex bison bc libelf-dev libssl-dev
           busybox-static cpio ccache dwarves kmod rsync git make gcc perl
           python3-ply python3-git
           python3 xz-utils
-          sparse)
+          sparse
+          gnuplot-nox)
 
 log()  { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'WARNING(harness): %s\n' "$*" >&2; }
