@@ -1,0 +1,755 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kvmi_bench: what an introspection event costs, for `make bench`.
+ *
+ * Every figure is measured in one boot, against a baseline measured in
+ * the same boot (the machine is noisy): a userspace exit, i.e. the guest
+ * runs `out`, KVM_RUN returns KVM_EXIT_IO and the VMM calls KVM_RUN again.
+ * The guest times each operation with the TSC (KVM_GET_TSC_KHZ converts);
+ * PAUSE_VCPU, which the tool starts, is timed by the tool from its command
+ * to its reply to the event.
+ *
+ * This program is the VMM (two VMs from the KVM selftest library: "plain",
+ * never hooked, and "hooked", with 4 vCPUs) and the tool (a thread on the
+ * other end of the socket that answers CONTINUE; it blocks in read(), or
+ * busy-polls the socket with -p style rows).
+ *
+ * Output: a table, "BENCH-CDF <row> <percentile> <us>" lines (latency
+ * distributions) and "BENCH-TPUT <vcpus> <events/s>" lines, plotted by
+ * scripts/bench.sh.  -s: a short run (make test only checks that it ran).
+ */
+#include <errno.h>
+#include <glob.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <linux/kvmi.h>
+#include <linux/kvm_para.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+
+#define NR_VCPUS	4
+#define MAX_SAMPLES	4000
+#define BENCH_PORT	0x2000
+#define STOP_SEQ	0x5709000u
+#define POLL_PARAM	"/sys/module/kvm/parameters/introspection_poll_ns"
+
+enum { M_NONE, M_OUT, M_HC, M_CR, M_MSR, M_SPIN };
+
+/* Guest side: the VMM sets these between runs. */
+static volatile uint64_t g_mode, g_count, g_stop;
+static uint64_t g_samples[NR_VCPUS][MAX_SAMPLES];
+
+static void guest_op(uint64_t mode, uint64_t *cr4, uint64_t i)
+{
+	uint64_t rax = KVM_HC_XEN_HVM_OP;
+
+	switch (mode) {
+	case M_OUT:
+		asm volatile("outb %%al, %%dx" : : "a"(0), "d"(BENCH_PORT));
+		break;
+	case M_HC:
+		if (host_cpu_is_amd)
+			asm volatile("vmmcall" : "+a"(rax)
+				     : "D"(KVM_HC_XEN_HVM_OP_GUEST_REQUEST_VM_EVENT)
+				     : "memory");
+		else
+			asm volatile("vmcall" : "+a"(rax)
+				     : "D"(KVM_HC_XEN_HVM_OP_GUEST_REQUEST_VM_EVENT)
+				     : "memory");
+		break;
+	case M_CR:
+		/* PCE only lets CPL 3 read the PMCs: harmless to toggle. */
+		*cr4 ^= X86_CR4_PCE;
+		set_cr4(*cr4);
+		break;
+	case M_MSR:
+		wrmsr(MSR_STAR, 0x0023001000000000ull + (i & 0xff));
+		break;
+	}
+}
+
+static void guest_code(uint64_t id)
+{
+	uint64_t mode, n, i, t0, cr4;
+
+	for (;;) {
+		GUEST_SYNC(0);
+		mode = g_mode;
+		n = g_count;
+		if (mode == M_SPIN) {
+			while (!g_stop)
+				;
+			continue;
+		}
+		cr4 = get_cr4();
+		for (i = 0; i < n; i++) {
+			t0 = rdtsc();
+			guest_op(mode, &cr4, i);
+			g_samples[id][i % MAX_SAMPLES] = rdtsc() - t0;
+		}
+	}
+}
+
+/* VMM side: one thread per vCPU, each run is "go" -> GUEST_SYNC -> "done". */
+struct bvcpu {
+	struct kvm_vm *vm;
+	struct kvm_vcpu *vcpu;
+	int id;
+	pthread_t th;
+	sem_t go, done;
+};
+
+static struct bvcpu plain, hooked[NR_VCPUS];
+static double tsc_mhz;
+
+static void *vcpu_main(void *arg)
+{
+	struct bvcpu *b = arg;
+	struct kvm_run *run = b->vcpu->run;
+	struct ucall uc;
+	int rc;
+
+	for (;;) {
+		sem_wait(&b->go);
+		for (;;) {
+			rc = ioctl(b->vcpu->fd, KVM_RUN, NULL);
+			if (rc < 0 && errno == EINTR)
+				continue;
+			TEST_ASSERT(!rc, "KVM_RUN: %s", strerror(errno));
+			if (run->exit_reason == KVM_EXIT_IO &&
+			    run->io.port == BENCH_PORT)
+				continue;
+			rc = get_ucall(b->vcpu, &uc);
+			if (rc == UCALL_SYNC)
+				break;
+			if (rc == UCALL_ABORT)
+				REPORT_GUEST_ASSERT(uc);
+			TEST_FAIL("vCPU %d: exit reason %u", b->id,
+				  run->exit_reason);
+		}
+		sem_post(&b->done);
+	}
+	return NULL;
+}
+
+static void vcpu_start(struct bvcpu *b, struct kvm_vm *vm,
+		       struct kvm_vcpu *vcpu, int id)
+{
+	b->vm = vm;
+	b->vcpu = vcpu;
+	b->id = id;
+	vcpu_args_set(vcpu, 1, id);
+	sem_init(&b->go, 0, 0);
+	sem_init(&b->done, 0, 0);
+	pthread_create(&b->th, NULL, vcpu_main, b);
+	sem_post(&b->go);	/* to the first GUEST_SYNC */
+	sem_wait(&b->done);
+}
+
+static void guest_set(struct kvm_vm *vm, volatile uint64_t *g, uint64_t v)
+{
+	*(volatile uint64_t *)addr_gva2hva(vm, (vm_vaddr_t)g) = v;
+}
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/*
+ * Runs @n operations of @mode on @nr vCPUs at once; returns the wall time
+ * in us.  The samples of vCPU b[0] go to @out (if not NULL), in us.
+ */
+static double run_phase(struct bvcpu *b, int nr, uint64_t mode, uint64_t n,
+			double *out)
+{
+	double t0, t;
+	uint64_t i, *s;
+	int v;
+
+	guest_set(b[0].vm, &g_mode, mode);
+	guest_set(b[0].vm, &g_count, n);
+	t0 = now_us();
+	for (v = 0; v < nr; v++)
+		sem_post(&b[v].go);
+	for (v = 0; v < nr; v++)
+		sem_wait(&b[v].done);
+	t = now_us() - t0;
+	for (i = 0; out && i < n && i < MAX_SAMPLES; i++) {
+		s = addr_gva2hva(b[0].vm, (vm_vaddr_t)&g_samples[b[0].id][i]);
+		out[i] = *s / tsc_mhz;
+	}
+	return t;
+}
+
+/* The tool. */
+static int tool_fd;
+static volatile int tool_polling;
+static uint32_t cmd_seq = 1;
+static int cmds_sent, cmds_answered, cmd_errors, tool_events;
+static pthread_t tool_th;
+
+static int tool_read(void *buf, size_t size)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	while (done < size) {
+		n = recv(tool_fd, (char *)buf + done, size - done,
+			 tool_polling ? MSG_DONTWAIT : 0);
+		if (n > 0)
+			done += n;
+		else if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		else
+			return -1;
+	}
+	return 0;
+}
+
+static void tool_write(const void *buf, size_t size)
+{
+	TEST_ASSERT(write(tool_fd, buf, size) == (ssize_t)size,
+		    "write to the KVMI socket: %s", strerror(errno));
+}
+
+struct msg {
+	struct kvmi_msg_hdr hdr;
+	union {
+		struct kvmi_event ev;
+		struct kvmi_error_code ec;
+		char body[KVMI_MSG_SIZE];
+	};
+};
+
+/*
+ * Reads a message and answers it if it is an event (CONTINUE, letting a
+ * CR or MSR write through).  Returns the event id, or -1 for the reply
+ * to a command (@seq: its sequence number).
+ */
+static int tool_one(struct msg *m, uint32_t *seq)
+{
+	struct {
+		struct kvmi_msg_hdr hdr;
+		struct kvmi_vcpu_hdr vcpu;
+		struct kvmi_event_reply reply;
+		__u64 new_val;
+	} rpl = { };
+	size_t size = sizeof(rpl) - sizeof(rpl.new_val);
+	const void *specific;
+
+	TEST_ASSERT(!tool_read(&m->hdr, sizeof(m->hdr)) &&
+		    m->hdr.size <= sizeof(m->body) &&
+		    !tool_read(m->body, m->hdr.size), "tool: read failed");
+	*seq = m->hdr.seq;
+	if (m->hdr.id != KVMI_EVENT) {
+		cmds_answered++;
+		if (m->ec.err)
+			cmd_errors++;
+		return -1;
+	}
+
+	specific = m->body + m->ev.size;
+	if (m->ev.event == KVMI_EVENT_CR) {
+		rpl.new_val = ((const struct kvmi_event_cr *)specific)->new_value;
+		size = sizeof(rpl);
+	} else if (m->ev.event == KVMI_EVENT_MSR) {
+		rpl.new_val = ((const struct kvmi_event_msr *)specific)->new_value;
+		size = sizeof(rpl);
+	}
+	rpl.hdr.id = KVMI_EVENT_REPLY;
+	rpl.hdr.seq = m->hdr.seq;
+	rpl.hdr.size = size - sizeof(rpl.hdr);
+	rpl.vcpu.vcpu = m->ev.vcpu;
+	rpl.reply.event = m->ev.event;
+	rpl.reply.action = KVMI_EVENT_ACTION_CONTINUE;
+	tool_write(&rpl, size);
+	tool_events++;
+	return m->ev.event;
+}
+
+static void *tool_main(void *arg)
+{
+	static struct msg m;
+	uint32_t seq;
+
+	for (;;)
+		if (tool_one(&m, &seq) < 0 && seq == STOP_SEQ)
+			break;
+	return NULL;
+}
+
+static void tool_send(uint16_t id, const void *req, size_t size, uint32_t seq)
+{
+	struct {
+		struct kvmi_msg_hdr hdr;
+		char req[64];
+	} m = { .hdr = { .id = id, .size = size, .seq = seq } };
+
+	memcpy(m.req, req, size);
+	tool_write(&m, sizeof(m.hdr) + size);
+	cmds_sent++;
+}
+
+static void tool_start(int polling)
+{
+	tool_polling = polling;
+	pthread_create(&tool_th, NULL, tool_main, NULL);
+}
+
+/* GET_VERSION with STOP_SEQ: the thread ends when its reply arrives. */
+static void tool_stop(void)
+{
+	tool_send(KVMI_GET_VERSION, NULL, 0, STOP_SEQ);
+	pthread_join(tool_th, NULL);
+}
+
+struct vcpu_cmd {
+	struct kvmi_vcpu_hdr hdr;
+	union {
+		struct kvmi_control_events ctl;
+		struct kvmi_pause_vcpu pause;
+		struct kvmi_control_cr cr;
+		struct kvmi_control_msr msr;
+	};
+};
+
+static void vcpu_command(int vcpu, uint16_t id, struct vcpu_cmd *c, size_t size)
+{
+	c->hdr.vcpu = vcpu;
+	tool_send(id, c, sizeof(c->hdr) + size, ++cmd_seq);
+}
+
+/* PAUSE_VCPU, timed by the tool (no tool thread: we read the socket). */
+static void pause_phase(int n, double *out)
+{
+	struct vcpu_cmd c = { };
+	static struct msg m;
+	int i, got_reply, got_event, ev;
+	uint32_t seq, s;
+	double t0;
+
+	guest_set(hooked[0].vm, &g_stop, 0);
+	guest_set(hooked[0].vm, &g_mode, M_SPIN);
+	sem_post(&hooked[0].go);
+	for (i = 0; i < n; i++) {
+		t0 = now_us();
+		vcpu_command(0, KVMI_PAUSE_VCPU, &c, sizeof(c.pause));
+		seq = cmd_seq;
+		got_reply = got_event = 0;
+		while (!got_reply || !got_event) {
+			ev = tool_one(&m, &s);
+			if (ev < 0)
+				got_reply |= s == seq;
+			else
+				got_event |= ev == KVMI_EVENT_PAUSE_VCPU;
+		}
+		out[i] = now_us() - t0;
+	}
+	guest_set(hooked[0].vm, &g_stop, 1);
+	sem_wait(&hooked[0].done);
+}
+
+/* The rows of the latency table. */
+struct row {
+	char name[64];
+	char tag[24];
+	int n;
+	double *v;	/* sorted samples, us */
+	double wall;	/* wall time per op, us (0: not measured) */
+	int base;	/* index of its baseline row */
+};
+
+#define MAX_ROWS 32
+static struct row rows[MAX_ROWS];
+static int nr_rows;
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(const struct row *r, double p)
+{
+	return r->v[(size_t)(p / 100.0 * (r->n - 1) + 0.5)];
+}
+
+static double median(const struct row *r)
+{
+	return pct(r, 50);
+}
+
+static int add_row(const char *name, const char *tag, double *v, int n,
+		   double wall, int base)
+{
+	struct row *r = &rows[nr_rows];
+
+	TEST_ASSERT(nr_rows < MAX_ROWS && n > 0, "rows");
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	snprintf(r->tag, sizeof(r->tag), "%s", tag);
+	r->v = malloc(n * sizeof(*v));
+	memcpy(r->v, v, n * sizeof(*v));
+	qsort(r->v, n, sizeof(*v), cmp_double);
+	r->n = n;
+	r->wall = wall;
+	r->base = base < 0 ? nr_rows : base;
+	return nr_rows++;
+}
+
+/* A latency row of @n operations of @mode on one vCPU. */
+static int guest_row(const char *name, const char *tag, struct bvcpu *b,
+		     uint64_t mode, int n, int base)
+{
+	static double s[MAX_SAMPLES];
+	double wall;
+
+	run_phase(b, 1, mode, 8, NULL);	/* warm up */
+	wall = run_phase(b, 1, mode, n, s) / n;
+	return add_row(name, tag, s, n, wall, base);
+}
+
+static int pause_row(const char *name, const char *tag, int n, int base)
+{
+	static double s[MAX_SAMPLES];
+
+	pause_phase(n, s);
+	return add_row(name, tag, s, n, 0, base);
+}
+
+static void print_rows(int from)
+{
+	int i;
+
+	printf("%-44s %6s %10s %10s %9s %9s %9s\n", "round trip (1 vCPU)", "n",
+	       "median us", "p99 us", "wall us", "x median", "x p99");
+	for (i = from; i < nr_rows; i++) {
+		struct row *r = &rows[i], *b = &rows[r->base];
+
+		printf("%-44s %6d %10.2f %10.2f ", r->name, r->n, median(r),
+		       pct(r, 99));
+		if (r->wall)
+			printf("%9.2f", r->wall);
+		else
+			printf("%9s", "-");
+		printf(" %9.2f %9.2f\n", median(r) / median(b),
+		       pct(r, 99) / pct(b, 99));
+	}
+}
+
+static void print_cdfs(void)
+{
+	static const double extra[] = { 0.5, 99.5, 99.9 };
+	int i, p;
+
+	for (i = 0; i < nr_rows; i++) {
+		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, 0.5,
+		       pct(&rows[i], extra[0]));
+		for (p = 1; p < 100; p++)
+			printf("BENCH-CDF %s %d %.3f\n", rows[i].tag, p,
+			       pct(&rows[i], p));
+		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, extra[1],
+		       pct(&rows[i], extra[1]));
+		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, extra[2],
+		       pct(&rows[i], extra[2]));
+	}
+}
+
+/* Busy host: one spinning process per CPU, stopped until needed. */
+static pid_t hogs[64];
+static int nr_hogs;
+
+static void hogs_create(void)
+{
+	int i, st;
+
+	nr_hogs = sysconf(_SC_NPROCESSORS_ONLN);
+	if (nr_hogs > 64)
+		nr_hogs = 64;
+	for (i = 0; i < nr_hogs; i++) {
+		hogs[i] = fork();
+		TEST_ASSERT(hogs[i] >= 0, "fork");
+		if (!hogs[i]) {
+			raise(SIGSTOP);
+			for (;;)
+				asm volatile("" ::: "memory");
+		}
+		waitpid(hogs[i], &st, WUNTRACED);
+	}
+}
+
+static void hogs_signal(int sig)
+{
+	int i;
+
+	for (i = 0; i < nr_hogs; i++)
+		kill(hogs[i], sig);
+}
+
+static long poll_param = -1;	/* the kernel's, if it has one */
+
+static void set_poll_param(long ns)
+{
+	FILE *f = fopen(POLL_PARAM, "w");
+
+	if (!f)
+		return;
+	fprintf(f, "%ld\n", ns);
+	fclose(f);
+}
+
+static void read_poll_param(void)
+{
+	FILE *f = fopen(POLL_PARAM, "r");
+
+	if (f) {
+		if (fscanf(f, "%ld", &poll_param) != 1)
+			poll_param = -1;
+		fclose(f);
+	}
+}
+
+/* The hooked VM's introspection statistics, as KVM's debugfs shows them. */
+static void print_stats(struct kvm_vm *vm)
+{
+	char pattern[128], name[64];
+	unsigned long long v;
+	glob_t g;
+	size_t i;
+	FILE *f;
+
+	snprintf(pattern, sizeof(pattern), "/sys/kernel/debug/kvm/%d-%d/kvmi_*",
+		 getpid(), vm->fd);
+	if (glob(pattern, 0, NULL, &g)) {
+		printf("introspection statistics: none (%s)\n", pattern);
+		return;
+	}
+	printf("introspection statistics of the hooked VM (debugfs):\n");
+	for (i = 0; i < g.gl_pathc; i++) {
+		f = fopen(g.gl_pathv[i], "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%llu", &v) == 1) {
+			snprintf(name, sizeof(name), "%s",
+				 strrchr(g.gl_pathv[i], '/') + 1);
+			printf("  %-28s %llu\n", name, v);
+		}
+		fclose(f);
+	}
+	globfree(&g);
+}
+
+int main(int argc, char *argv[])
+{
+	struct kvm_introspection_feature all = { .allow = 1, .id = -1 };
+	struct kvm_introspection_hook hook = { };
+	int n = 2000, nhog = 300, ntput = 1000, rounds = 5;
+	int short_run = 0, opt, i, v, r, base, hbase, nv;
+	double plain_idle[2][8], hooked_idle[2][8], t, rate1 = 0;
+	static double s[MAX_SAMPLES];
+	struct kvm_vcpu *vcpus[NR_VCPUS], *vcpu;
+	struct kvm_vm *vm, *pvm;
+	struct vcpu_cmd c;
+	struct utsname u;
+	int sv[2];
+
+	while ((opt = getopt(argc, argv, "s")) != -1)
+		if (opt == 's')
+			short_run = 1;
+	if (short_run) {
+		n = 40;
+		nhog = 10;
+		ntput = 20;
+		rounds = 1;
+	}
+
+	TEST_REQUIRE(kvm_check_cap(KVM_CAP_INTROSPECTION));
+	read_poll_param();
+	hogs_create();	/* before any VM: no fork with a live VM */
+
+	pvm = vm_create_with_one_vcpu(&vcpu, guest_code);
+	vm = vm_create_with_vcpus(NR_VCPUS, guest_code, vcpus);
+	tsc_mhz = __vcpu_ioctl(vcpu, KVM_GET_TSC_KHZ, NULL) / 1000.0;
+	TEST_ASSERT(tsc_mhz > 0, "KVM_GET_TSC_KHZ");
+	vcpu_start(&plain, pvm, vcpu, 0);
+	for (v = 0; v < NR_VCPUS; v++)
+		vcpu_start(&hooked[v], vm, vcpus[v], v);
+
+	uname(&u);
+	printf("kvmi_bench: Linux %s, %ld CPUs, TSC %.1f MHz, %s run, introspection_poll_ns %ld%s\n",
+	       u.release, sysconf(_SC_NPROCESSORS_ONLN), tsc_mhz,
+	       short_run ? "short" : "full", poll_param,
+	       poll_param < 0 ? " (no such parameter)" : "");
+
+	TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv), "socketpair");
+	hook.fd = sv[0];
+	memcpy(hook.uuid, "kvmi-bench-vm-01", 16);
+	vm_ioctl(vm, KVM_INTROSPECTION_HOOK, &hook);
+	vm_ioctl(vm, KVM_INTROSPECTION_COMMAND, &all);
+	vm_ioctl(vm, KVM_INTROSPECTION_EVENT, &all);
+	close(sv[0]);
+	tool_fd = sv[1];
+
+	/*
+	 * Hooked, nothing enabled, against never hooked: alternating rounds,
+	 * userspace exits and in-kernel exits (a hypercall KVM answers).
+	 */
+	for (r = 0; r < rounds; r++) {
+		for (i = 0; i < 2; i++) {
+			uint64_t mode = i ? M_HC : M_OUT;
+
+			run_phase(&plain, 1, mode, 8, NULL);
+			plain_idle[i][r] = run_phase(&plain, 1, mode, n, NULL) / n;
+			run_phase(&hooked[0], 1, mode, 8, NULL);
+			hooked_idle[i][r] = run_phase(&hooked[0], 1, mode, n, NULL) / n;
+		}
+	}
+
+	base = guest_row("userspace exit (baseline: out, KVM_RUN)", "exit",
+			 &plain, M_OUT, n, -1);
+	guest_row("in-kernel exit (hypercall, not hooked)", "kexit", &plain,
+		  M_HC, n, base);
+
+	/* Every event this bench uses, on every vCPU of the hooked VM. */
+	tool_start(0);
+	for (v = 0; v < NR_VCPUS; v++) {
+		memset(&c, 0, sizeof(c));
+		c.ctl.enable = 1;
+		c.ctl.event_id = KVMI_EVENT_HYPERCALL;
+		vcpu_command(v, KVMI_CONTROL_EVENTS, &c, sizeof(c.ctl));
+		c.ctl.event_id = KVMI_EVENT_CR;
+		vcpu_command(v, KVMI_CONTROL_EVENTS, &c, sizeof(c.ctl));
+		c.ctl.event_id = KVMI_EVENT_MSR;
+		vcpu_command(v, KVMI_CONTROL_EVENTS, &c, sizeof(c.ctl));
+		memset(&c, 0, sizeof(c));
+		c.cr.enable = 1;
+		c.cr.cr = 4;
+		vcpu_command(v, KVMI_CONTROL_CR, &c, sizeof(c.cr));
+		memset(&c, 0, sizeof(c));
+		c.msr.enable = 1;
+		c.msr.msr = MSR_STAR;
+		vcpu_command(v, KVMI_CONTROL_MSR, &c, sizeof(c.msr));
+	}
+	/* The vCPUs run the commands before they enter the guest. */
+	for (v = 0; v < NR_VCPUS; v++)
+		run_phase(&hooked[v], 1, M_NONE, 0, NULL);
+	tool_stop();
+
+	for (i = 0; i < 2; i++) {
+		const char *how = i ? "tool polls" : "tool blocks";
+		char name[64], tag[24];
+
+		tool_start(i);
+		snprintf(name, sizeof(name), "HYPERCALL event, %s", how);
+		snprintf(tag, sizeof(tag), "hc-%s", i ? "poll" : "block");
+		guest_row(name, tag, &hooked[0], M_HC, n, base);
+		snprintf(name, sizeof(name), "CR event (CR4 write), %s", how);
+		snprintf(tag, sizeof(tag), "cr-%s", i ? "poll" : "block");
+		guest_row(name, tag, &hooked[0], M_CR, n, base);
+		snprintf(name, sizeof(name), "MSR event (STAR write), %s", how);
+		snprintf(tag, sizeof(tag), "msr-%s", i ? "poll" : "block");
+		guest_row(name, tag, &hooked[0], M_MSR, n, base);
+		tool_stop();
+		snprintf(name, sizeof(name), "PAUSE_VCPU (tool-timed), %s", how);
+		snprintf(tag, sizeof(tag), "pause-%s", i ? "poll" : "block");
+		tool_polling = i;
+		pause_row(name, tag, n, base);
+	}
+
+	/* The same with the vCPU's poll turned off, if the kernel has one. */
+	if (poll_param > 0) {
+		set_poll_param(0);
+		for (i = 0; i < 2; i++) {
+			tool_start(i);
+			guest_row(i ? "HYPERCALL, tool polls, vCPU poll off" :
+				      "HYPERCALL, tool blocks, vCPU poll off",
+				  i ? "hc-poll-nopoll" : "hc-block-nopoll",
+				  &hooked[0], M_HC, n, base);
+			tool_stop();
+		}
+		set_poll_param(poll_param);
+	}
+
+	/* Throughput: N vCPUs sending HYPERCALL events at once. */
+	printf("\n%-44s %12s %12s %9s\n", "throughput (HYPERCALL, tool blocks)",
+	       "events/s", "0.8*N*one", "x one");
+	tool_start(0);
+	for (nv = 1; nv <= NR_VCPUS; nv *= 2) {
+		char name[64];
+
+		run_phase(hooked, nv, M_HC, 8, NULL);
+		t = run_phase(hooked, nv, M_HC, ntput, NULL);
+		t = nv * ntput / (t / 1e6);
+		if (nv == 1)
+			rate1 = t;
+		snprintf(name, sizeof(name), "%d vCPU%s", nv, nv > 1 ? "s" : "");
+		printf("%-44s %12.0f %12.0f %9.2f\n", name, t, 0.8 * nv * rate1,
+		       t / rate1);
+		printf("BENCH-TPUT %d %.0f\n", nv, t);
+	}
+	tool_stop();
+
+	/* Hooked-idle overhead. */
+	printf("\n%-44s %12s %12s %9s\n", "hooked, no event enabled (median of rounds)",
+	       "plain us", "hooked us", "overhead");
+	for (i = 0; i < 2; i++) {
+		double p, h;
+
+		qsort(plain_idle[i], rounds, sizeof(double), cmp_double);
+		qsort(hooked_idle[i], rounds, sizeof(double), cmp_double);
+		p = plain_idle[i][rounds / 2];
+		h = hooked_idle[i][rounds / 2];
+		printf("%-44s %12.2f %12.2f %8.1f%%\n",
+		       i ? "in-kernel exits (hypercall)" : "userspace exits (out)",
+		       p, h, (h / p - 1) * 100);
+		printf("BENCH-IDLE %s %.3f %.3f\n", i ? "kexit" : "exit", p, h);
+	}
+
+	/* A busy host: a spinning process per CPU. */
+	hogs_signal(SIGCONT);
+	hbase = guest_row("busy host: userspace exit (baseline)", "hog-exit",
+			  &plain, M_OUT, nhog, -1);
+	for (i = 0; i < 2; i++) {
+		tool_start(i);
+		guest_row(i ? "busy host: HYPERCALL, tool polls" :
+			      "busy host: HYPERCALL, tool blocks",
+			  i ? "hog-hc-poll" : "hog-hc-block", &hooked[0], M_HC,
+			  nhog, hbase);
+		tool_stop();
+	}
+	hogs_signal(SIGSTOP);
+
+	printf("\n");
+	print_rows(0);
+	printf("(x median, x p99: against the userspace exit of the same host load; %d hogs)\n",
+	       nr_hogs);
+	print_cdfs();
+
+	print_stats(vm);
+	printf("tool: %d events answered, %d commands sent, %d answered, %d errors\n",
+	       tool_events, cmds_sent, cmds_answered, cmd_errors);
+	TEST_ASSERT(!cmd_errors && cmds_answered == cmds_sent,
+		    "the tool's commands failed");
+
+	vm_ioctl(vm, KVM_INTROSPECTION_UNHOOK, NULL);
+	hogs_signal(SIGKILL);
+	for (i = 0; i < nr_hogs; i++)
+		waitpid(hogs[i], NULL, 0);
+	printf("kvmi_bench: OK\n");
+	return 0;
+}
