@@ -10,6 +10,7 @@
 #   matrix-m       allnoconfig + base.config + matrix-m.config
 #   matrix-off     allnoconfig + base.config + matrix-m.config + matrix-off.config
 #   matrix-debian  $DEBIAN_CONFIG (Debian's /boot/config-*) + matrix-debian.config
+#   distro         the same, objdir build/obj-distro (scripts/modules.sh)
 # LINUX (default build/linux) is the source tree; matrix.sh points it at its
 # scratch clone.
 # Skipped when neither the inputs nor any Kconfig file in the tree changed
@@ -17,7 +18,7 @@
 # .config, its old mtime is kept so nothing is rebuilt.
 . "$(dirname "$0")/lib.sh"
 
-cfg=${1:?usage: config.sh debug|release|matrix-y|matrix-m|matrix-off|matrix-debian}
+cfg=${1:?usage: config.sh debug|release|matrix-y|matrix-m|matrix-off|matrix-debian|distro}
 start=
 case $cfg in
 	debug)       frags=("$CONFIGS/base.config" "$CONFIGS/debug.config") ;;
@@ -25,7 +26,7 @@ case $cfg in
 	matrix-y)    frags=("$CONFIGS/base.config") ;;
 	matrix-m)    frags=("$CONFIGS/base.config" "$CONFIGS/matrix-m.config") ;;
 	matrix-off)  frags=("$CONFIGS/base.config" "$CONFIGS/matrix-m.config" "$CONFIGS/matrix-off.config") ;;
-	matrix-debian)
+	matrix-debian | distro)
 		start=${DEBIAN_CONFIG:?DEBIAN_CONFIG (Debian kernel config file) must be set}
 		[ -f "$start" ] || die "config $cfg: $start missing"
 		frags=("$CONFIGS/matrix-debian.config") ;;
