@@ -372,7 +372,45 @@ struct row {
 	double *v;	/* sorted samples, us */
 	double wall;	/* wall time per op, us (0: not measured) */
 	int base;	/* index of its baseline row */
+	/* From the kernel's statistics (hooked VM), per reply; -1: none. */
+	double wait_us;	/* the vCPU waiting for the reply */
+	double poll_ok;	/* share of waits that ended while polling */
+	double msgs;	/* the tool's messages the vCPU handled itself */
 };
+
+/* A statistic of the hooked VM (summed over its vCPUs), or -1. */
+static struct kvm_vm *stats_vm;
+
+static double vm_stat(const char *name)
+{
+	char path[160];
+	unsigned long long v;
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/%s",
+		 getpid(), stats_vm->fd, name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	ok = fscanf(f, "%llu", &v) == 1;
+	fclose(f);
+	return ok ? (double)v : -1;
+}
+
+enum { ST_REPLIES, ST_WAIT, ST_POLL_OK, ST_POLL_FAIL, ST_MSGS, NR_ST };
+static const char * const st_names[NR_ST] = {
+	"kvmi_replies", "kvmi_wait_ns", "kvmi_poll_success", "kvmi_poll_fail",
+	"kvmi_poll_msgs",
+};
+
+static void stats_snap(double *st)
+{
+	int i;
+
+	for (i = 0; i < NR_ST; i++)
+		st[i] = vm_stat(st_names[i]);
+}
 
 #define MAX_ROWS 32
 static struct row rows[MAX_ROWS];
@@ -409,7 +447,26 @@ static int add_row(const char *name, const char *tag, double *v, int n,
 	r->n = n;
 	r->wall = wall;
 	r->base = base < 0 ? nr_rows : base;
+	r->wait_us = r->poll_ok = r->msgs = -1;
 	return nr_rows++;
+}
+
+/* What the kernel counted between two snapshots, per reply. */
+static void row_stats(int i, const double *a, const double *b)
+{
+	struct row *r = &rows[i];
+	double n = b[ST_REPLIES] - a[ST_REPLIES];
+	double polls = b[ST_POLL_OK] - a[ST_POLL_OK] +
+		       b[ST_POLL_FAIL] - a[ST_POLL_FAIL];
+
+	if (a[ST_REPLIES] < 0 || n <= 0)
+		return;
+	if (a[ST_WAIT] >= 0)
+		r->wait_us = (b[ST_WAIT] - a[ST_WAIT]) / n / 1000;
+	if (a[ST_POLL_OK] >= 0 && polls > 0)
+		r->poll_ok = (b[ST_POLL_OK] - a[ST_POLL_OK]) / polls;
+	if (a[ST_MSGS] >= 0)
+		r->msgs = (b[ST_MSGS] - a[ST_MSGS]) / n;
 }
 
 /* A latency row of @n operations of @mode on one vCPU. */
@@ -417,27 +474,40 @@ static int guest_row(const char *name, const char *tag, struct bvcpu *b,
 		     uint64_t mode, int n, int base)
 {
 	static double s[MAX_SAMPLES];
+	double st0[NR_ST], st1[NR_ST];
 	double wall;
+	int i;
 
 	run_phase(b, 1, mode, 8, NULL);	/* warm up */
+	stats_snap(st0);
 	wall = run_phase(b, 1, mode, n, s) / n;
-	return add_row(name, tag, s, n, wall, base);
+	stats_snap(st1);
+	i = add_row(name, tag, s, n, wall, base);
+	row_stats(i, st0, st1);
+	return i;
 }
 
 static int pause_row(const char *name, const char *tag, int n, int base)
 {
 	static double s[MAX_SAMPLES];
+	double st0[NR_ST], st1[NR_ST];
+	int i;
 
+	stats_snap(st0);
 	pause_phase(n, s);
-	return add_row(name, tag, s, n, 0, base);
+	stats_snap(st1);
+	i = add_row(name, tag, s, n, 0, base);
+	row_stats(i, st0, st1);
+	return i;
 }
 
 static void print_rows(int from)
 {
 	int i;
 
-	printf("%-44s %6s %10s %10s %9s %9s %9s\n", "round trip (1 vCPU)", "n",
-	       "median us", "p99 us", "wall us", "x median", "x p99");
+	printf("%-44s %6s %10s %10s %9s %8s %8s %8s %6s %6s\n",
+	       "round trip (1 vCPU)", "n", "median us", "p99 us", "wall us",
+	       "x median", "x p99", "wait us", "polled", "msgs");
 	for (i = from; i < nr_rows; i++) {
 		struct row *r = &rows[i], *b = &rows[r->base];
 
@@ -447,8 +517,20 @@ static void print_rows(int from)
 			printf("%9.2f", r->wall);
 		else
 			printf("%9s", "-");
-		printf(" %9.2f %9.2f\n", median(r) / median(b),
+		printf(" %8.2f %8.2f", median(r) / median(b),
 		       pct(r, 99) / pct(b, 99));
+		if (r->wait_us >= 0)
+			printf(" %8.2f", r->wait_us);
+		else
+			printf(" %8s", "-");
+		if (r->poll_ok >= 0)
+			printf(" %5.0f%%", 100 * r->poll_ok);
+		else
+			printf(" %6s", "-");
+		if (r->msgs >= 0)
+			printf(" %6.2f\n", r->msgs);
+		else
+			printf(" %6s\n", "-");
 	}
 }
 
@@ -561,7 +643,6 @@ int main(int argc, char *argv[])
 	int n = 2000, nhog = 300, ntput = 1000, rounds = 5;
 	int short_run = 0, opt, i, v, r, base, hbase, nv;
 	double plain_idle[2][8], hooked_idle[2][8], t, rate1 = 0;
-	static double s[MAX_SAMPLES];
 	struct kvm_vcpu *vcpus[NR_VCPUS], *vcpu;
 	struct kvm_vm *vm, *pvm;
 	struct vcpu_cmd c;
@@ -584,6 +665,7 @@ int main(int argc, char *argv[])
 
 	pvm = vm_create_with_one_vcpu(&vcpu, guest_code);
 	vm = vm_create_with_vcpus(NR_VCPUS, guest_code, vcpus);
+	stats_vm = vm;
 	tsc_mhz = __vcpu_ioctl(vcpu, KVM_GET_TSC_KHZ, NULL) / 1000.0;
 	TEST_ASSERT(tsc_mhz > 0, "KVM_GET_TSC_KHZ");
 	vcpu_start(&plain, pvm, vcpu, 0);
@@ -736,8 +818,10 @@ int main(int argc, char *argv[])
 
 	printf("\n");
 	print_rows(0);
-	printf("(x median, x p99: against the userspace exit of the same host load; %d hogs)\n",
-	       nr_hogs);
+	printf("(x median, x p99: against the userspace exit of the same host load; %d hogs.\n"
+	       " wait us: the vCPU's mean wait for a reply, polled: waits that ended while\n"
+	       " polling, msgs: the tool's messages the vCPU handled itself, per reply;\n"
+	       " from the kernel's statistics)\n", nr_hogs);
 	print_cdfs();
 
 	print_stats(vm);
