@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Parse a KVMI harness serial log: per-test KTAP results, kernel splats,
-missing completion marker. Usage: results.py LOG [TESTLIST [BUILD-FAILED-TEST...]]
+missing completion marker. Usage:
+  results.py LOG [TESTLIST [BUILD-FAILED-TEST...]] [--also PREFIX LOG [TESTLIST [BUILD-FAILED-TEST...]]]...
+Each --also log (make test: the distro boot, the package test) is parsed the
+same way, its case names prefixed with "PREFIX: "; the counts add up.
 Prints failures (with diagnostics), skips (with reasons), splats (with
 context), the "# INFO: " lines of the tests (kvmi_stress' summary), the
 splat count and a final line "N passed, N failed, N skipped".
@@ -35,14 +38,13 @@ CONTEXT_AFTER = 30
 DIAG_MAX = 40
 
 
-def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    raw = open(sys.argv[1], 'rb').read().decode('utf-8', 'replace')
+def scan(log, testlist=None, build_failed=()):
+    """One log: (passed, failed, skipped, report lines, splat count)."""
+    raw = open(log, 'rb').read().decode('utf-8', 'replace')
     lines = [ANSI.sub('', l).rstrip('\r') for l in raw.split('\n')]
     expected = []
-    if len(sys.argv) > 2:
-        for l in open(sys.argv[2]):
+    if testlist:
+        for l in open(testlist):
             if l.split():
                 expected.append(l.split()[0])
 
@@ -73,7 +75,7 @@ def main():
         elif cur is not None and not KTIME.match(l):
             sections[cur]['lines'].append(l)
 
-    for name in sys.argv[3:]:
+    for name in build_failed:
         failed += 1
         fail_msgs.append((f'{name}: build failed',
                           ['see the build errors above / build/logs/selftests-*.log']))
@@ -185,18 +187,46 @@ def main():
                           ['--- last 30 lines of the log ---'] + lines[-31:]))
 
     # --- report --------------------------------------------------------
-    for n in pass_names:
-        print(f'PASS  {n}')
-    for n, reason in skip_msgs:
-        print(f'SKIP  {n}: {reason}')
-    for n, diag in fail_msgs:
-        print(f'FAIL  {n}')
-        for d in diag:
-            print(f'      | {d}')
-    for n in info_msgs:
-        print(f'INFO  {n}')
-    print(f'kernel splats: {len(splats)}')
-    print(f'log: {sys.argv[1]}')
+    return (passed, failed, skipped, len(splats),
+            [('PASS', n, None) for n in pass_names]
+            + [('SKIP', f'{n}: {reason}', None) for n, reason in skip_msgs]
+            + [('FAIL', n, diag) for n, diag in fail_msgs]
+            + [('INFO', n, None) for n in info_msgs])
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or args[0] == '--also':
+        sys.exit(__doc__)
+    groups, cur = [], ['']
+    for a in args:
+        if a == '--also':
+            groups.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    groups.append(cur)
+    totals = [0, 0, 0, 0]
+    report, logs = [], []
+    for g in groups:
+        prefix, rest = (g[0], g[1:])
+        if not rest:
+            sys.exit(__doc__)
+        r = scan(rest[0], rest[1] if len(rest) > 1 else None, rest[2:])
+        totals = [t + x for t, x in zip(totals, r[:4])]
+        report += [(k, f'{prefix}: {n}' if prefix else n, d) for k, n, d in r[4]]
+        logs.append(rest[0])
+    for kind in ('PASS', 'SKIP', 'FAIL', 'INFO'):
+        for k, n, diag in report:
+            if k != kind:
+                continue
+            print(f'{k}  {n}')
+            for d in diag or []:
+                print(f'      | {d}')
+    passed, failed, skipped, splats = totals
+    print(f'kernel splats: {splats}')
+    for log in logs:
+        print(f'log: {log}')
     print(f'{passed} passed, {failed} failed, {skipped} skipped')
     return 1 if failed else 0
 
