@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: help packages tree export check matrix matrix-bisect config kernel selftests test run shell results clean distclean
+.PHONY: help packages tree export check matrix matrix-bisect config kernel selftests test run modules shell results clean distclean
 
 help:
 	@echo "make tree | export | check | matrix | matrix-bisect | test | run | shell | kernel | selftests | results | clean | distclean"
@@ -47,6 +47,11 @@ test:
 
 run:
 	@$(S)/pipeline.sh run release
+
+# kvm, kvm-amd, kvm-intel, kvmgt for Debian's own 6.12 kernel + the .deb
+# (build/modules/<release>/, build/deb/; make test builds them too).
+modules: tree
+	@$(S)/modules.sh && $(S)/package.sh
 
 # kvmi_stress alone, long, in the debug kernel (log: build/logs/stress-debug.log).
 # Longer than -t 600: raise TEST_TIMEOUT (per test) and BOOT_TIMEOUT too.

@@ -3,13 +3,15 @@
 # initramfs of <mode> in QEMU (TCG, -cpu max => nested SVM), serial log to
 # build/logs/<mode>-<cfg>-<time>.log (+ symlink <mode>-<cfg>.log).
 # Env: BOOT_TIMEOUT (s, default 1200), QEMU_MEM (2G), QEMU_SMP (2),
-#      KERNEL_ARGS (extra cmdline), QUIET=1 (don't echo the console).
+#      KERNEL_ARGS (extra cmdline), QUIET=1 (don't echo the console),
+#      QEMU_ARGS (extra QEMU arguments).
 . "$(dirname "$0")/lib.sh"
 
 mode=${1:?usage: boot.sh test|run|shell cfg}
 cfg=${2:?usage: boot.sh test|run|shell cfg}
 obj=$(objdir_of "$cfg")
-kernel=$obj/arch/x86/boot/bzImage
+# BOOT_KERNEL: another kernel image (scripts/distro.sh: Debian's vmlinuz).
+kernel=${BOOT_KERNEL:-$obj/arch/x86/boot/bzImage}
 initrd=$BUILD/initramfs-$mode-$cfg.cpio
 [ -f "$kernel" ] || die "$kernel missing (build the kernel first)"
 [ -f "$initrd" ] || die "$initrd missing"
@@ -24,10 +26,12 @@ ln -sfn "$(basename "$logf")" "$LOGS/$mode-$cfg.log"
 # command line parameters" notice).
 # hung_task_timeout_secs=10: a task stuck on the tool (KVM bounds every
 # wait on it by a 5 s send timeout) is reported well within a test's run.
-append="console=ttyS0 panic=-1 panic_on_warn=0 no5lvl kvm.introspection=1"
+# BOOT_KVM_ARGS replaces kvm.introspection=1 (the distro boot sets none:
+# there the package's modprobe.d file must turn it on).
+append="console=ttyS0 panic=-1 panic_on_warn=0 no5lvl ${BOOT_KVM_ARGS-kvm.introspection=1}"
 append+=" sysctl.kernel.hung_task_timeout_secs=10 ${KERNEL_ARGS:-}"
 qemu=(qemu-system-x86_64 -M q35 -cpu max -smp "${QEMU_SMP:-2}" -m "${QEMU_MEM:-2G}"
-      -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append")
+      -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append" ${QEMU_ARGS:-})
 log "boot ($mode, $cfg): ${qemu[*]}"
 if [ "$mode" = shell ]; then
 	echo "(QEMU: Ctrl-A X quits; log: $logf)" >&2

@@ -10,7 +10,7 @@
 #   matrix-m       allnoconfig + base.config + matrix-m.config
 #   matrix-off     allnoconfig + base.config + matrix-m.config + matrix-off.config
 #   matrix-debian  $DEBIAN_CONFIG (Debian's /boot/config-*) + matrix-debian.config
-#   distro         the same, objdir build/obj-distro (scripts/modules.sh)
+#   distro         $DEBIAN_CONFIG + distro.config (scripts/modules.sh)
 # LINUX (default build/linux) is the source tree; matrix.sh points it at its
 # scratch clone.
 # Skipped when neither the inputs nor any Kconfig file in the tree changed
@@ -29,7 +29,7 @@ case $cfg in
 	matrix-debian | distro)
 		start=${DEBIAN_CONFIG:?DEBIAN_CONFIG (Debian kernel config file) must be set}
 		[ -f "$start" ] || die "config $cfg: $start missing"
-		frags=("$CONFIGS/matrix-debian.config") ;;
+		frags=("$CONFIGS/$([ $cfg = distro ] && echo distro || echo matrix-debian).config") ;;
 	*) die "unknown config '$cfg'" ;;
 esac
 require_tree

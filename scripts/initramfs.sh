@@ -8,7 +8,8 @@
 
 mode=${1:?usage: initramfs.sh test|run|shell cfg}
 cfg=${2:?usage: initramfs.sh test|run|shell cfg}
-st=$SELFTESTS_OUT/$cfg
+# SELFTESTS_CFG: whose test binaries (the distro boot runs the debug ones).
+st=$SELFTESTS_OUT/${SELFTESTS_CFG:-$cfg}
 root=$BUILD/initramfs-$mode-$cfg
 cpio_out=$BUILD/initramfs-$mode-$cfg.cpio
 BUSYBOX=${BUSYBOX:-/bin/busybox}
@@ -21,6 +22,9 @@ cp "$BUSYBOX" "$root/bin/busybox"
 for a in $("$BUSYBOX" --list-full); do
 	[ -e "$root/$a" ] || ln -s /bin/busybox "$root/$a"
 done
+# INITRAMFS_OVERLAY: a directory copied over the root (scripts/distro.sh:
+# Debian's modules, kmod, tests/distro_modules); its files replace busybox's.
+[ -z "${INITRAMFS_OVERLAY:-}" ] || cp -a --remove-destination "$INITRAMFS_OVERLAY"/. "$root"/
 
 # Test list: one "name [args...]" per line, binaries in /tests.
 list=$root/tests/list
@@ -40,6 +44,8 @@ elif [ "$mode" != shell ]; then
 	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress}; do
 		args_var=TEST_ARGS_$t
 		if [ -x "$st/x86_64/$t" ]; then add_test "$t" "$st/x86_64/$t" ${!args_var:-}
+		# a test the overlay brought along
+		elif [ -x "$root/tests/$t" ]; then echo "$t ${!args_var:-}" >> "$list"
 		# The series' tests may be absent or failed to build (counted there).
 		elif [ "$t" != kvmi_test ] && [ "$t" != kvmi_stress ]; then die "test binary $st/x86_64/$t missing"; fi
 	done

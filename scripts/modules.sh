@@ -4,7 +4,7 @@
 # kernel (linux-image-<abi>-amd64 matching linux-source-6.12), from $LINUX
 # (default build/linux), then the .deb (scripts/package.sh).
 #
-# Config: Debian's /boot/config-<release> + configs/matrix-debian.config
+# Config: Debian's /boot/config-<release> + configs/distro.config
 # (scripts/config.sh distro; objdir build/obj-distro). modules_prepare with
 # Debian's kernel release (vermagic), then the modules as external modules
 # against the headers package's Module.symvers (the stock vmlinux and module
@@ -39,9 +39,28 @@ out=$BUILD/modules/$DEB_KREL
 KVM_KOS=(kvm kvm-amd kvm-intel)
 GVT_KOS=(kvmgt)
 
-log "modules: config (Debian's config-$DEB_KREL + configs/matrix-debian.config)"
+log "modules: config (Debian's config-$DEB_KREL + configs/distro.config)"
 DEBIAN_CONFIG=$DEB_CONFIG "$ROOT/scripts/config.sh" $cfg >> "$blog" 2>&1 ||
 	{ tail -n 20 "$blog" >&2; die "config failed (log: $blog)"; }
+
+# The .config must be Debian's but for introspection (and what only names
+# the toolchain or signing, which shapes no structure): a different option
+# can change struct module or a struct KVM shares with the stock kernel.
+cfgdiff() { # debian ours: "SYMBOL: debian X, ours Y" per difference
+	awk '
+	function val(l) { if (l ~ /^# CONFIG_.* is not set$/) return "n"; sub(/^[^=]*=/, "", l); return l }
+	function sym(l) { if (l ~ /^# CONFIG_/) { split(l, a, " "); return a[2] } sub(/=.*/, "", l); return l }
+	/^(CONFIG_|# CONFIG_.* is not set)/ { s = sym($0); if (FILENAME == ARGV[1]) d[s] = val($0); else o[s] = val($0) }
+	END {
+		for (s in o) if ((s in d ? d[s] : "n") != o[s]) print s ": debian " (s in d ? d[s] : "unset") ", ours " o[s]
+		for (s in d) if (!(s in o) && d[s] != "n") print s ": debian " d[s] ", ours unset"
+	}' "$1" "$2" | LC_ALL=C sort
+}
+cfg_ok='^CONFIG_(KVM_INTROSPECTION|CC_VERSION_TEXT|BUILD_SALT|MODULE_SIG_ALL|MODULE_SIG_KEY|SYSTEM_TRUSTED_KEYS|RUSTC_[A-Z_]*):'
+if bad=$(cfgdiff "$DEB_CONFIG" "$obj/.config" | grep -Ev "$cfg_ok"); then
+	printf '%s\n' "$bad" >&2
+	die "the config differs from Debian's in the options above"
+fi
 
 # Kernel release = version + LOCALVERSION: Debian's, e.g. 6.12.117+deb12-amd64.
 kver=$(make -s -C "$LINUX" kernelversion)
@@ -88,7 +107,8 @@ for m in "${KVM_KOS[@]/#/arch/x86/kvm/}" "${GVT_KOS[@]/#/drivers/gpu/drm/i915/}"
 	[ -f "$ko" ] || die "$m.ko was not built (log: $blog)"
 	have=$(modinfo -F vermagic "$ko")
 	[ "$have" = "$want" ] || die "$m.ko: vermagic '$have', stock kernel has '$want'"
-	cp "$ko" "$out.tmp/"
+	# as Debian installs its modules (INSTALL_MOD_STRIP=1)
+	strip --strip-debug -o "$out.tmp/$(basename "$ko")" "$ko"
 done
 
 series=$(git -C "$LINUX" rev-list --count base..HEAD)
@@ -102,6 +122,9 @@ dirty=$(git -C "$LINUX" status --porcelain --untracked-files=no | wc -l)
 	echo "gcc $(gcc -dumpfullversion)"
 	echo "vermagic $want"
 	(cd "$out.tmp" && sha256sum ./*.ko | sed 's/^/sha256 /')
+	for ko in "$out.tmp"/*.ko; do
+		echo "build-id $(readelf -n "$ko" | sed -n 's/.*Build ID: //p')  ./${ko##*/}"
+	done
 } > "$out.tmp/VERSIONS"
 rm -rf "$out" && mv "$out.tmp" "$out"
 log "modules: built in $out (log: $blog); versions used:"

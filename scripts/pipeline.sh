@@ -33,9 +33,30 @@ timed "selftests build ($cfg)" "$S/build-selftests.sh" "$cfg" || fail_early
 timed "initramfs" "$S/initramfs.sh" "$mode" "$cfg" || fail_early
 timed "boot+tests ($cfg)" "$S/boot.sh" "$mode" "$cfg" || fail_early
 logf=$LOGS/$(readlink "$LOGS/$mode-$cfg.log")
+# make test also runs the series on Debian's own kernel (DISTRO=0 skips it):
+# the modules and the .deb (modules.sh, package.sh), the .deb installed and
+# removed by dpkg (deb-test.sh, cases "deb: ..."), Debian's vmlinuz booted
+# with them (distro.sh, cases "distro: ..."). A step that fails to run
+# counts as one failure; the debug results still count.
+also=() step_failed=()
+if [ "$mode" = test ] && [ "${DISTRO:-1}" = 1 ]; then
+	rm -f "$LOGS/deb-test.log" "$LOGS/test-distro.log"
+	if timed "modules+.deb (distro)" bash -c '"$1/modules.sh" && "$1/package.sh"' - "$S"; then
+		timed "package test (dpkg)" "$S/deb-test.sh" || true
+		if [ -f "$LOGS/deb-test.log" ]; then also+=(--also deb "$LOGS/deb-test.log" "$BUILD/deb-test/list")
+		else step_failed+=("deb-test"); fi
+		timed "boot+tests (distro)" "$S/distro.sh" || true
+		if [ -e "$LOGS/test-distro.log" ]; then
+			also+=(--also distro "$LOGS/$(readlink "$LOGS/test-distro.log")" "$BUILD/initramfs-test-distro/tests/list")
+		else step_failed+=("distro boot"); fi
+	else
+		step_failed+=("distro modules")
+	fi
+fi
 echo
 print_timings
 echo
 echo "=== results ($mode, $cfg) ==="
 mapfile -t build_failed < "$SELFTESTS_OUT/$cfg/.build-failed"
-exec "$PY" "$S/results.py" "$logf" "$BUILD/initramfs-$mode-$cfg/tests/list" "${build_failed[@]}"
+exec "$PY" "$S/results.py" "$logf" "$BUILD/initramfs-$mode-$cfg/tests/list" "${build_failed[@]}" \
+	"${step_failed[@]}" "${also[@]}"
