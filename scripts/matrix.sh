@@ -184,41 +184,9 @@ rm_series_objs() {
 	for f in "${touched_c[@]}"; do rm -f "$obj/${f%.c}.o"; done
 }
 
-# Debian's kernel matching linux-source-6.12: config + Module.symvers, cached
-# in build/debian-<version>/ (only these two files are kept).
-debian_fetch() {
-	local ver up tag img hdr tmp
-	ver=$(dpkg-query -W -f='${Version}' linux-source-6.12 2>/dev/null) ||
-		{ echo "ERROR: linux-source-6.12 is not installed"; return 1; }
-	up=${ver%%-*}
-	tag=$(sed -n 's/.*~\(deb[0-9][0-9]*\)u[0-9]*$/\1/p' <<<"$ver")
-	DEB_KABI=${DEBIAN_KABI:-$up+$tag}
-	DEBDIR=$BUILD/debian-$ver
-	DEB_CONFIG=$DEBDIR/config-$DEB_KABI-amd64
-	[ -f "$DEBDIR/.complete" ] && { echo "debian: using $DEBDIR"; return 0; }
-	img=linux-image-$DEB_KABI-amd64 hdr=linux-headers-$DEB_KABI-amd64
-	if ! apt-cache show "$img=$ver" "$hdr=$ver" >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-		apt-get update -q || true
-	fi
-	apt-cache show "$img=$ver" "$hdr=$ver" >/dev/null 2>&1 || {
-		echo "ERROR: $img / $hdr version $ver (matching linux-source-6.12) not known to apt" \
-			"(run apt-get update; set DEBIAN_KABI if the ABI name is not $up+$tag)"
-		return 1
-	}
-	tmp=$DEBDIR.tmp
-	rm -rf "$tmp" && mkdir -p "$tmp/x"
-	echo "debian: apt-get download $img=$ver $hdr=$ver"
-	(cd "$tmp" && apt-get download -q "$img=$ver" "$hdr=$ver") || return 1
-	dpkg-deb --fsys-tarfile "$tmp/${img}_"*.deb | tar -x -C "$tmp/x" "./boot/config-$DEB_KABI-amd64" &&
-		dpkg-deb --fsys-tarfile "$tmp/${hdr}_"*.deb |
-		tar -x -C "$tmp/x" "./usr/src/linux-headers-$DEB_KABI-amd64/Module.symvers" || return 1
-	mv "$tmp/x/boot/config-$DEB_KABI-amd64" "$tmp/x/usr/src/linux-headers-$DEB_KABI-amd64/Module.symvers" "$tmp/"
-	printf '%s %s\n%s %s\n' "$img" "$ver" "$hdr" "$ver" > "$tmp/packages"
-	rm -rf "$tmp/x" "$tmp"/*.deb
-	touch "$tmp/.complete"
-	rm -rf "$DEBDIR" && mv "$tmp" "$DEBDIR"
-	echo "debian: cached in $DEBDIR"
-}
+# debian_fetch (scripts/debian.sh): Debian's kernel matching
+# linux-source-6.12, config + Module.symvers cached in build/debian-<ver>/.
+. "$ROOT/scripts/debian.sh"
 
 # build_<cfg> OBJ: the build steps; output goes to the config's log.
 build_y() {
