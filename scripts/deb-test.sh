@@ -14,6 +14,7 @@
 # version, or only another kernel release.
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/scripts/debian.sh"
+lock_objdir distro # its inputs come from make modules
 debian_fetch_image > /dev/null
 mods=$BUILD/modules/$DEB_KREL
 mapfile -t debs < <(ls "$BUILD"/deb/kvmi-modules-"$DEB_KREL"_*_amd64.deb 2>/dev/null)

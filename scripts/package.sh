@@ -5,6 +5,7 @@
 # so a rebuilt series upgrades the previous package.
 . "$(dirname "$0")/lib.sh"
 . "$ROOT/scripts/debian.sh"
+lock_objdir distro
 debian_versions
 mods=$BUILD/modules/$DEB_KREL
 [ -f "$mods/VERSIONS" ] || die "$mods/VERSIONS missing (run make modules)"

@@ -40,6 +40,7 @@ logf=$LOGS/$(readlink "$LOGS/$mode-$cfg.log")
 # counts as one failure; the debug results still count.
 also=() step_failed=()
 if [ "$mode" = test ] && [ "${DISTRO:-1}" = 1 ]; then
+	lock_objdir distro # build/obj-distro, modules, deb, distro: one run at a time
 	rm -f "$LOGS/deb-test.log" "$LOGS/test-distro.log"
 	if timed "modules+.deb (distro)" bash -c '"$1/modules.sh" && "$1/package.sh"' - "$S"; then
 		timed "package test (dpkg)" "$S/deb-test.sh" || true
