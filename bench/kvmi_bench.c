@@ -364,194 +364,6 @@ static void pause_phase(int n, double *out)
 	sem_wait(&hooked[0].done);
 }
 
-/* The rows of the latency table. */
-struct row {
-	char name[64];
-	char tag[24];
-	int n;
-	double *v;	/* sorted samples, us */
-	double wall;	/* wall time per op, us (0: not measured) */
-	int base;	/* index of its baseline row */
-	/* From the kernel's statistics (hooked VM), per reply; -1: none. */
-	double wait_us;	/* the vCPU waiting for the reply */
-	double poll_ok;	/* share of waits that ended while polling */
-	double msgs;	/* the tool's messages the vCPU handled itself */
-};
-
-/* A statistic of the hooked VM (summed over its vCPUs), or -1. */
-static struct kvm_vm *stats_vm;
-
-static double vm_stat(const char *name)
-{
-	char path[160];
-	unsigned long long v;
-	FILE *f;
-	int ok;
-
-	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/%s",
-		 getpid(), stats_vm->fd, name);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	ok = fscanf(f, "%llu", &v) == 1;
-	fclose(f);
-	return ok ? (double)v : -1;
-}
-
-enum { ST_REPLIES, ST_WAIT, ST_POLL_OK, ST_POLL_FAIL, ST_MSGS, NR_ST };
-static const char * const st_names[NR_ST] = {
-	"kvmi_replies", "kvmi_wait_ns", "kvmi_poll_success", "kvmi_poll_fail",
-	"kvmi_poll_msgs",
-};
-
-static void stats_snap(double *st)
-{
-	int i;
-
-	for (i = 0; i < NR_ST; i++)
-		st[i] = vm_stat(st_names[i]);
-}
-
-#define MAX_ROWS 32
-static struct row rows[MAX_ROWS];
-static int nr_rows;
-
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static double pct(const struct row *r, double p)
-{
-	return r->v[(size_t)(p / 100.0 * (r->n - 1) + 0.5)];
-}
-
-static double median(const struct row *r)
-{
-	return pct(r, 50);
-}
-
-static int add_row(const char *name, const char *tag, double *v, int n,
-		   double wall, int base)
-{
-	struct row *r = &rows[nr_rows];
-
-	TEST_ASSERT(nr_rows < MAX_ROWS && n > 0, "rows");
-	snprintf(r->name, sizeof(r->name), "%s", name);
-	snprintf(r->tag, sizeof(r->tag), "%s", tag);
-	r->v = malloc(n * sizeof(*v));
-	memcpy(r->v, v, n * sizeof(*v));
-	qsort(r->v, n, sizeof(*v), cmp_double);
-	r->n = n;
-	r->wall = wall;
-	r->base = base < 0 ? nr_rows : base;
-	r->wait_us = r->poll_ok = r->msgs = -1;
-	return nr_rows++;
-}
-
-/* What the kernel counted between two snapshots, per reply. */
-static void row_stats(int i, const double *a, const double *b)
-{
-	struct row *r = &rows[i];
-	double n = b[ST_REPLIES] - a[ST_REPLIES];
-	double polls = b[ST_POLL_OK] - a[ST_POLL_OK] +
-		       b[ST_POLL_FAIL] - a[ST_POLL_FAIL];
-
-	if (a[ST_REPLIES] < 0 || n <= 0)
-		return;
-	if (a[ST_WAIT] >= 0)
-		r->wait_us = (b[ST_WAIT] - a[ST_WAIT]) / n / 1000;
-	if (a[ST_POLL_OK] >= 0 && polls > 0)
-		r->poll_ok = (b[ST_POLL_OK] - a[ST_POLL_OK]) / polls;
-	if (a[ST_MSGS] >= 0)
-		r->msgs = (b[ST_MSGS] - a[ST_MSGS]) / n;
-}
-
-/* A latency row of @n operations of @mode on one vCPU. */
-static int guest_row(const char *name, const char *tag, struct bvcpu *b,
-		     uint64_t mode, int n, int base)
-{
-	static double s[MAX_SAMPLES];
-	double st0[NR_ST], st1[NR_ST];
-	double wall;
-	int i;
-
-	run_phase(b, 1, mode, 8, NULL);	/* warm up */
-	stats_snap(st0);
-	wall = run_phase(b, 1, mode, n, s) / n;
-	stats_snap(st1);
-	i = add_row(name, tag, s, n, wall, base);
-	row_stats(i, st0, st1);
-	return i;
-}
-
-static int pause_row(const char *name, const char *tag, int n, int base)
-{
-	static double s[MAX_SAMPLES];
-	double st0[NR_ST], st1[NR_ST];
-	int i;
-
-	stats_snap(st0);
-	pause_phase(n, s);
-	stats_snap(st1);
-	i = add_row(name, tag, s, n, 0, base);
-	row_stats(i, st0, st1);
-	return i;
-}
-
-static void print_rows(int from)
-{
-	int i;
-
-	printf("%-44s %6s %10s %10s %9s %8s %8s %8s %6s %6s\n",
-	       "round trip (1 vCPU)", "n", "median us", "p99 us", "wall us",
-	       "x median", "x p99", "wait us", "polled", "msgs");
-	for (i = from; i < nr_rows; i++) {
-		struct row *r = &rows[i], *b = &rows[r->base];
-
-		printf("%-44s %6d %10.2f %10.2f ", r->name, r->n, median(r),
-		       pct(r, 99));
-		if (r->wall)
-			printf("%9.2f", r->wall);
-		else
-			printf("%9s", "-");
-		printf(" %8.2f %8.2f", median(r) / median(b),
-		       pct(r, 99) / pct(b, 99));
-		if (r->wait_us >= 0)
-			printf(" %8.2f", r->wait_us);
-		else
-			printf(" %8s", "-");
-		if (r->poll_ok >= 0)
-			printf(" %5.0f%%", 100 * r->poll_ok);
-		else
-			printf(" %6s", "-");
-		if (r->msgs >= 0)
-			printf(" %6.2f\n", r->msgs);
-		else
-			printf(" %6s\n", "-");
-	}
-}
-
-static void print_cdfs(void)
-{
-	static const double extra[] = { 0.5, 99.5, 99.9 };
-	int i, p;
-
-	for (i = 0; i < nr_rows; i++) {
-		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, 0.5,
-		       pct(&rows[i], extra[0]));
-		for (p = 1; p < 100; p++)
-			printf("BENCH-CDF %s %d %.3f\n", rows[i].tag, p,
-			       pct(&rows[i], p));
-		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, extra[1],
-		       pct(&rows[i], extra[1]));
-		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, extra[2],
-		       pct(&rows[i], extra[2]));
-	}
-}
-
 /* Busy host: one spinning process per CPU, stopped until needed. */
 static pid_t hogs[64];
 static int nr_hogs;
@@ -636,13 +448,209 @@ static void print_stats(struct kvm_vm *vm)
 	globfree(&g);
 }
 
+/*
+ * The rows of the latency table.  The machine is shared and its load
+ * changes by the second: every row is measured in chunks, taking turns
+ * with the others (baseline included), so that they all see the same
+ * load.
+ */
+enum { T_NONE = -1, T_BLOCK, T_POLL };
+
+struct row {
+	const char *name;
+	const char *tag;
+	int hooked;	/* the hooked VM (else the plain one) */
+	uint64_t mode;
+	int tool;	/* T_*: the tool thread's mode */
+	int no_poll;	/* kvm.introspection_poll_ns = 0 meanwhile */
+	int pause;	/* PAUSE_VCPU, timed by the tool */
+	int hog;	/* busy host */
+	int base;	/* its baseline row */
+
+	int n;
+	double *v;	/* samples, us (sorted at the end) */
+	double wall;	/* summed wall time of the guest rows, us */
+	double st[5];	/* summed deltas of the kernel statistics */
+	int have_st;
+};
+
+static struct row rows[] = {
+	{ "userspace exit (baseline: out, KVM_RUN)", "exit", 0, M_OUT, T_NONE, 0, 0, 0, 0 },
+	{ "in-kernel exit (hypercall, not hooked)", "kexit", 0, M_HC, T_NONE, 0, 0, 0, 0 },
+	{ "HYPERCALL event, tool blocks", "hc-block", 1, M_HC, T_BLOCK, 0, 0, 0, 0 },
+	{ "CR event (CR4 write), tool blocks", "cr-block", 1, M_CR, T_BLOCK, 0, 0, 0, 0 },
+	{ "MSR event (STAR write), tool blocks", "msr-block", 1, M_MSR, T_BLOCK, 0, 0, 0, 0 },
+	{ "PAUSE_VCPU (tool-timed), tool blocks", "pause-block", 1, M_SPIN, T_BLOCK, 0, 1, 0, 0 },
+	{ "HYPERCALL event, tool polls", "hc-poll", 1, M_HC, T_POLL, 0, 0, 0, 0 },
+	{ "CR event (CR4 write), tool polls", "cr-poll", 1, M_CR, T_POLL, 0, 0, 0, 0 },
+	{ "MSR event (STAR write), tool polls", "msr-poll", 1, M_MSR, T_POLL, 0, 0, 0, 0 },
+	{ "PAUSE_VCPU (tool-timed), tool polls", "pause-poll", 1, M_SPIN, T_POLL, 0, 1, 0, 0 },
+	{ "HYPERCALL, tool blocks, vCPU poll off", "hc-block-nopoll", 1, M_HC, T_BLOCK, 1, 0, 0, 0 },
+	{ "HYPERCALL, tool polls, vCPU poll off", "hc-poll-nopoll", 1, M_HC, T_POLL, 1, 0, 0, 0 },
+	{ "busy host: userspace exit (baseline)", "hog-exit", 0, M_OUT, T_NONE, 0, 0, 1, 12 },
+	{ "busy host: HYPERCALL, tool blocks", "hog-hc-block", 1, M_HC, T_BLOCK, 0, 0, 1, 12 },
+	{ "busy host: HYPERCALL, tool polls", "hog-hc-poll", 1, M_HC, T_POLL, 0, 0, 1, 12 },
+};
+#define NR_ROWS ((int)(sizeof(rows) / sizeof(rows[0])))
+
+/* A statistic of the hooked VM (summed over its vCPUs), or -1. */
+static struct kvm_vm *stats_vm;
+
+static double vm_stat(const char *name)
+{
+	char path[160];
+	unsigned long long v;
+	FILE *f;
+	int ok;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/%s",
+		 getpid(), stats_vm->fd, name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	ok = fscanf(f, "%llu", &v) == 1;
+	fclose(f);
+	return ok ? (double)v : -1;
+}
+
+enum { ST_REPLIES, ST_WAIT, ST_POLL_OK, ST_POLL_FAIL, ST_MSGS, NR_ST };
+static const char * const st_names[NR_ST] = {
+	"kvmi_replies", "kvmi_wait_ns", "kvmi_poll_success", "kvmi_poll_fail",
+	"kvmi_poll_msgs",
+};
+
+static void stats_snap(double *st)
+{
+	int i;
+
+	for (i = 0; i < NR_ST; i++)
+		st[i] = vm_stat(st_names[i]);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double pct(const struct row *r, double p)
+{
+	return r->v[(size_t)(p / 100.0 * (r->n - 1) + 0.5)];
+}
+
+static double median(const struct row *r)
+{
+	return pct(r, 50);
+}
+
+static int row_skipped(const struct row *r)
+{
+	return r->no_poll && poll_param <= 0;
+}
+
+/* One chunk of @k samples of row @r. */
+static void run_chunk(struct row *r, int k)
+{
+	static double s[MAX_SAMPLES];
+	double st0[NR_ST], st1[NR_ST];
+	struct bvcpu *b = r->hooked ? &hooked[0] : &plain;
+	int i;
+
+	if (r->no_poll)
+		set_poll_param(0);
+	if (r->tool != T_NONE && !r->pause)
+		tool_start(r->tool == T_POLL);
+	if (!r->pause)
+		run_phase(b, 1, r->mode, 8, NULL);	/* warm up */
+	stats_snap(st0);
+	if (r->pause) {
+		tool_polling = r->tool == T_POLL;
+		pause_phase(k, s);
+	} else {
+		r->wall += run_phase(b, 1, r->mode, k, s);
+	}
+	stats_snap(st1);
+	if (r->tool != T_NONE && !r->pause)
+		tool_stop();
+	if (r->no_poll)
+		set_poll_param(poll_param);
+
+	if (!r->v)
+		r->v = calloc(MAX_SAMPLES * 4, sizeof(double));
+	for (i = 0; i < k && r->n < MAX_SAMPLES * 4; i++)
+		r->v[r->n++] = s[i];
+	if (r->hooked && st0[ST_REPLIES] >= 0) {
+		r->have_st = 1;
+		for (i = 0; i < NR_ST; i++)
+			r->st[i] += st1[i] - st0[i];
+	}
+}
+
+static void print_rows(void)
+{
+	int i;
+
+	printf("%-40s %6s %10s %10s %9s %8s %8s %8s %6s %6s\n",
+	       "round trip (1 vCPU)", "n", "median us", "p99 us", "mean us",
+	       "x median", "x p99", "wait us", "polled", "msgs");
+	for (i = 0; i < NR_ROWS; i++) {
+		struct row *r = &rows[i], *b = &rows[r->base];
+		double n = r->st[ST_REPLIES];
+		double polls = r->st[ST_POLL_OK] + r->st[ST_POLL_FAIL];
+
+		if (!r->n)
+			continue;
+		printf("%-40s %6d %10.2f %10.2f ", r->name, r->n, median(r),
+		       pct(r, 99));
+		if (r->wall)
+			printf("%9.2f", r->wall / r->n);
+		else
+			printf("%9s", "-");
+		printf(" %8.2f %8.2f", median(r) / median(b),
+		       pct(r, 99) / pct(b, 99));
+		if (r->have_st && n > 0 && r->st[ST_WAIT] >= 0)
+			printf(" %8.2f", r->st[ST_WAIT] / n / 1000);
+		else
+			printf(" %8s", "-");
+		if (r->have_st && polls > 0)
+			printf(" %5.0f%%", 100 * r->st[ST_POLL_OK] / polls);
+		else
+			printf(" %6s", "-");
+		if (r->have_st && n > 0 && poll_param >= 0)
+			printf(" %6.2f\n", r->st[ST_MSGS] / n);
+		else
+			printf(" %6s\n", "-");
+	}
+}
+
+static void print_cdfs(void)
+{
+	static const double ps[] = { 0.5, 99.5, 99.9 };
+	int i, p;
+
+	for (i = 0; i < NR_ROWS; i++) {
+		if (!rows[i].n)
+			continue;
+		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, ps[0],
+		       pct(&rows[i], ps[0]));
+		for (p = 1; p < 100; p++)
+			printf("BENCH-CDF %s %d %.3f\n", rows[i].tag, p,
+			       pct(&rows[i], p));
+		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, ps[1],
+		       pct(&rows[i], ps[1]));
+		printf("BENCH-CDF %s %.1f %.3f\n", rows[i].tag, ps[2],
+		       pct(&rows[i], ps[2]));
+	}
+}
+
 int main(int argc, char *argv[])
 {
 	struct kvm_introspection_feature all = { .allow = 1, .id = -1 };
 	struct kvm_introspection_hook hook = { };
-	int n = 2000, nhog = 300, ntput = 1000, rounds = 5;
-	int short_run = 0, opt, i, v, r, base, hbase, nv;
-	double plain_idle[2][8], hooked_idle[2][8], t, rate1 = 0;
+	int n = 2000, nhog = 300, ntput = 1000, passes = 10;
+	int short_run = 0, opt, i, v, p, nv, k;
+	double idle[2][2][MAX_SAMPLES], tput_t[NR_VCPUS + 1] = { }, rate1 = 0;
 	struct kvm_vcpu *vcpus[NR_VCPUS], *vcpu;
 	struct kvm_vm *vm, *pvm;
 	struct vcpu_cmd c;
@@ -656,7 +664,7 @@ int main(int argc, char *argv[])
 		n = 40;
 		nhog = 10;
 		ntput = 20;
-		rounds = 1;
+		passes = 1;
 	}
 
 	TEST_REQUIRE(kvm_check_cap(KVM_CAP_INTROSPECTION));
@@ -673,9 +681,9 @@ int main(int argc, char *argv[])
 		vcpu_start(&hooked[v], vm, vcpus[v], v);
 
 	uname(&u);
-	printf("kvmi_bench: Linux %s, %ld CPUs, TSC %.1f MHz, %s run, introspection_poll_ns %ld%s\n",
+	printf("kvmi_bench: Linux %s, %ld CPUs, TSC %.1f MHz, %s run (%d passes), introspection_poll_ns %ld%s\n",
 	       u.release, sysconf(_SC_NPROCESSORS_ONLN), tsc_mhz,
-	       short_run ? "short" : "full", poll_param,
+	       short_run ? "short" : "full", passes, poll_param,
 	       poll_param < 0 ? " (no such parameter)" : "");
 
 	TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv), "socketpair");
@@ -688,24 +696,21 @@ int main(int argc, char *argv[])
 	tool_fd = sv[1];
 
 	/*
-	 * Hooked, nothing enabled, against never hooked: alternating rounds,
-	 * userspace exits and in-kernel exits (a hypercall KVM answers).
+	 * Hooked, nothing enabled, against never hooked: userspace exits
+	 * and in-kernel exits (a hypercall KVM answers), mean per chunk,
+	 * alternating.
 	 */
-	for (r = 0; r < rounds; r++) {
+	k = n / passes;
+	for (p = 0; p < 2 * passes; p++) {
 		for (i = 0; i < 2; i++) {
 			uint64_t mode = i ? M_HC : M_OUT;
 
 			run_phase(&plain, 1, mode, 8, NULL);
-			plain_idle[i][r] = run_phase(&plain, 1, mode, n, NULL) / n;
+			idle[i][0][p] = run_phase(&plain, 1, mode, k, NULL) / k;
 			run_phase(&hooked[0], 1, mode, 8, NULL);
-			hooked_idle[i][r] = run_phase(&hooked[0], 1, mode, n, NULL) / n;
+			idle[i][1][p] = run_phase(&hooked[0], 1, mode, k, NULL) / k;
 		}
 	}
-
-	base = guest_row("userspace exit (baseline: out, KVM_RUN)", "exit",
-			 &plain, M_OUT, n, -1);
-	guest_row("in-kernel exit (hypercall, not hooked)", "kexit", &plain,
-		  M_HC, n, base);
 
 	/* Every event this bench uses, on every vCPU of the hooked VM. */
 	tool_start(0);
@@ -732,96 +737,70 @@ int main(int argc, char *argv[])
 		run_phase(&hooked[v], 1, M_NONE, 0, NULL);
 	tool_stop();
 
-	for (i = 0; i < 2; i++) {
-		const char *how = i ? "tool polls" : "tool blocks";
-		char name[64], tag[24];
-
-		tool_start(i);
-		snprintf(name, sizeof(name), "HYPERCALL event, %s", how);
-		snprintf(tag, sizeof(tag), "hc-%s", i ? "poll" : "block");
-		guest_row(name, tag, &hooked[0], M_HC, n, base);
-		snprintf(name, sizeof(name), "CR event (CR4 write), %s", how);
-		snprintf(tag, sizeof(tag), "cr-%s", i ? "poll" : "block");
-		guest_row(name, tag, &hooked[0], M_CR, n, base);
-		snprintf(name, sizeof(name), "MSR event (STAR write), %s", how);
-		snprintf(tag, sizeof(tag), "msr-%s", i ? "poll" : "block");
-		guest_row(name, tag, &hooked[0], M_MSR, n, base);
-		tool_stop();
-		snprintf(name, sizeof(name), "PAUSE_VCPU (tool-timed), %s", how);
-		snprintf(tag, sizeof(tag), "pause-%s", i ? "poll" : "block");
-		tool_polling = i;
-		pause_row(name, tag, n, base);
-	}
-
-	/* The same with the vCPU's poll turned off, if the kernel has one. */
-	if (poll_param > 0) {
-		set_poll_param(0);
-		for (i = 0; i < 2; i++) {
-			tool_start(i);
-			guest_row(i ? "HYPERCALL, tool polls, vCPU poll off" :
-				      "HYPERCALL, tool blocks, vCPU poll off",
-				  i ? "hc-poll-nopoll" : "hc-block-nopoll",
-				  &hooked[0], M_HC, n, base);
-			tool_stop();
+	/* Latency, then throughput, in turns. */
+	for (p = 0; p < passes; p++) {
+		for (i = 0; i < NR_ROWS; i++)
+			if (!rows[i].hog && !row_skipped(&rows[i]))
+				run_chunk(&rows[i], n / passes);
+		tool_start(0);
+		for (nv = 1; nv <= NR_VCPUS; nv *= 2) {
+			run_phase(hooked, nv, M_HC, 8, NULL);
+			tput_t[nv] += run_phase(hooked, nv, M_HC, ntput / passes,
+						NULL);
 		}
-		set_poll_param(poll_param);
-	}
-
-	/* Throughput: N vCPUs sending HYPERCALL events at once. */
-	printf("\n%-44s %12s %12s %9s\n", "throughput (HYPERCALL, tool blocks)",
-	       "events/s", "0.8*N*one", "x one");
-	tool_start(0);
-	for (nv = 1; nv <= NR_VCPUS; nv *= 2) {
-		char name[64];
-
-		run_phase(hooked, nv, M_HC, 8, NULL);
-		t = run_phase(hooked, nv, M_HC, ntput, NULL);
-		t = nv * ntput / (t / 1e6);
-		if (nv == 1)
-			rate1 = t;
-		snprintf(name, sizeof(name), "%d vCPU%s", nv, nv > 1 ? "s" : "");
-		printf("%-44s %12.0f %12.0f %9.2f\n", name, t, 0.8 * nv * rate1,
-		       t / rate1);
-		printf("BENCH-TPUT %d %.0f\n", nv, t);
-	}
-	tool_stop();
-
-	/* Hooked-idle overhead. */
-	printf("\n%-44s %12s %12s %9s\n", "hooked, no event enabled (median of rounds)",
-	       "plain us", "hooked us", "overhead");
-	for (i = 0; i < 2; i++) {
-		double p, h;
-
-		qsort(plain_idle[i], rounds, sizeof(double), cmp_double);
-		qsort(hooked_idle[i], rounds, sizeof(double), cmp_double);
-		p = plain_idle[i][rounds / 2];
-		h = hooked_idle[i][rounds / 2];
-		printf("%-44s %12.2f %12.2f %8.1f%%\n",
-		       i ? "in-kernel exits (hypercall)" : "userspace exits (out)",
-		       p, h, (h / p - 1) * 100);
-		printf("BENCH-IDLE %s %.3f %.3f\n", i ? "kexit" : "exit", p, h);
+		tool_stop();
 	}
 
 	/* A busy host: a spinning process per CPU. */
 	hogs_signal(SIGCONT);
-	hbase = guest_row("busy host: userspace exit (baseline)", "hog-exit",
-			  &plain, M_OUT, nhog, -1);
-	for (i = 0; i < 2; i++) {
-		tool_start(i);
-		guest_row(i ? "busy host: HYPERCALL, tool polls" :
-			      "busy host: HYPERCALL, tool blocks",
-			  i ? "hog-hc-poll" : "hog-hc-block", &hooked[0], M_HC,
-			  nhog, hbase);
-		tool_stop();
-	}
+	for (p = 0; p < passes; p++)
+		for (i = 0; i < NR_ROWS; i++)
+			if (rows[i].hog)
+				run_chunk(&rows[i], nhog / passes);
 	hogs_signal(SIGSTOP);
 
+	for (i = 0; i < NR_ROWS; i++)
+		if (rows[i].n)
+			qsort(rows[i].v, rows[i].n, sizeof(double), cmp_double);
+
 	printf("\n");
-	print_rows(0);
-	printf("(x median, x p99: against the userspace exit of the same host load; %d hogs.\n"
-	       " wait us: the vCPU's mean wait for a reply, polled: waits that ended while\n"
-	       " polling, msgs: the tool's messages the vCPU handled itself, per reply;\n"
-	       " from the kernel's statistics)\n", nr_hogs);
+	print_rows();
+	printf("(x median, x p99: against the userspace exit under the same host load\n"
+	       " (busy host: %d spinning processes); mean us: wall time per operation.\n"
+	       " From the kernel's statistics, per reply: wait us, the vCPU's mean wait;\n"
+	       " polled, the waits that ended while polling; msgs, the tool's messages\n"
+	       " the vCPU handled itself)\n", nr_hogs);
+
+	printf("\n%-40s %12s %12s %9s\n", "throughput (HYPERCALL, tool blocks)",
+	       "events/s", "0.8*N*one", "x one");
+	for (nv = 1; nv <= NR_VCPUS; nv *= 2) {
+		double rate = nv * (ntput / passes) * passes / (tput_t[nv] / 1e6);
+		char name[64];
+
+		if (nv == 1)
+			rate1 = rate;
+		snprintf(name, sizeof(name), "%d vCPU%s", nv, nv > 1 ? "s" : "");
+		printf("%-40s %12.0f %12.0f %9.2f\n", name, rate,
+		       0.8 * nv * rate1, rate / rate1);
+		printf("BENCH-TPUT %d %.0f\n", nv, rate);
+	}
+
+	printf("\n%-40s %12s %12s %9s\n", "hooked, no event enabled (median)",
+	       "plain us", "hooked us", "overhead");
+	for (i = 0; i < 2; i++) {
+		double pl, h;
+
+		qsort(idle[i][0], 2 * passes, sizeof(double), cmp_double);
+		qsort(idle[i][1], 2 * passes, sizeof(double), cmp_double);
+		pl = idle[i][0][passes];
+		h = idle[i][1][passes];
+		printf("%-40s %12.2f %12.2f %8.1f%%\n",
+		       i ? "in-kernel exits (hypercall)" : "userspace exits (out)",
+		       pl, h, (h / pl - 1) * 100);
+		printf("BENCH-IDLE %s %.3f %.3f\n", i ? "kexit" : "exit", pl, h);
+	}
+	printf("(the mean of each of %d chunks of %d exits, alternating between the VMs)\n",
+	       2 * passes, k);
 	print_cdfs();
 
 	print_stats(vm);

@@ -35,10 +35,23 @@ awk '$1 == "BENCH-CDF" { print $3, $4 > (dir "/cdf-" $2 ".dat") }' dir="$out" "$
 awk '$1 == "BENCH-TPUT" { print $2, $3 }' "$out/raw.txt" > "$out/tput.dat"
 one=$(awk 'NR == 1 { print $2 }' "$out/tput.dat")
 
+# Baselines black, events in colour; dashed: busy host.
 plot=()
-for tag in exit kexit hc-block hc-poll cr-poll msr-poll pause-poll hog-exit hog-hc-block hog-hc-poll; do
-	[ -f "$out/cdf-$tag.dat" ] && plot+=("'$out/cdf-$tag.dat' using 2:1 with lines lw 2 title '$tag'")
-done
+while read -r tag style; do
+	[ -f "$out/cdf-$tag.dat" ] && plot+=("'$out/cdf-$tag.dat' using 2:1 with lines lw 2 $style title '$tag'")
+done <<'ROWS'
+exit lc rgb 'black'
+kexit lc rgb 'gray50'
+hc-block lc rgb '#d62728'
+hc-poll lc rgb '#1f77b4'
+cr-poll lc rgb '#2ca02c'
+msr-poll lc rgb '#9467bd'
+pause-poll lc rgb '#ff7f0e'
+hc-poll-nopoll lc rgb '#17becf'
+hog-exit lc rgb 'black' dt 2
+hog-hc-block lc rgb '#d62728' dt 2
+hog-hc-poll lc rgb '#1f77b4' dt 2
+ROWS
 [ ${#plot[@]} -gt 0 ] || die "no latency data in $BENCH_LOG"
 gnuplot <<GP
 set terminal pngcairo size 1400,560 font ",10"
