@@ -591,9 +591,10 @@ static void print_rows(void)
 {
 	int i;
 
-	printf("%-40s %6s %10s %10s %9s %8s %8s %8s %6s %6s\n",
-	       "round trip (1 vCPU)", "n", "median us", "p99 us", "mean us",
-	       "x median", "x p99", "wait us", "polled", "msgs");
+	printf("%-40s %5s %8s %9s %9s %9s %6s %6s %6s %8s %6s %5s\n",
+	       "round trip (1 vCPU)", "n", "p10 us", "median us", "p99 us",
+	       "mean us", "x p10", "x med", "x p99", "wait us", "polled",
+	       "msgs");
 	for (i = 0; i < NR_ROWS; i++) {
 		struct row *r = &rows[i], *b = &rows[r->base];
 		double n = r->st[ST_REPLIES];
@@ -601,16 +602,16 @@ static void print_rows(void)
 
 		if (!r->n)
 			continue;
-		printf("%-40s %6d %10.2f %10.2f ", r->name, r->n, median(r),
-		       pct(r, 99));
+		printf("%-40s %5d %8.1f %9.1f %9.1f ", r->name, r->n, pct(r, 10),
+		       median(r), pct(r, 99));
 		if (r->wall)
-			printf("%9.2f", r->wall / r->n);
+			printf("%9.1f", r->wall / r->n);
 		else
 			printf("%9s", "-");
-		printf(" %8.2f %8.2f", median(r) / median(b),
-		       pct(r, 99) / pct(b, 99));
+		printf(" %6.2f %6.2f %6.2f", pct(r, 10) / pct(b, 10),
+		       median(r) / median(b), pct(r, 99) / pct(b, 99));
 		if (r->have_st && n > 0 && r->st[ST_WAIT] >= 0)
-			printf(" %8.2f", r->st[ST_WAIT] / n / 1000);
+			printf(" %8.1f", r->st[ST_WAIT] / n / 1000);
 		else
 			printf(" %8s", "-");
 		if (r->have_st && polls > 0)
@@ -618,9 +619,9 @@ static void print_rows(void)
 		else
 			printf(" %6s", "-");
 		if (r->have_st && n > 0 && poll_param >= 0)
-			printf(" %6.2f\n", r->st[ST_MSGS] / n);
+			printf(" %5.2f\n", r->st[ST_MSGS] / n);
 		else
-			printf(" %6s\n", "-");
+			printf(" %5s\n", "-");
 	}
 }
 
@@ -765,7 +766,7 @@ int main(int argc, char *argv[])
 
 	printf("\n");
 	print_rows();
-	printf("(x median, x p99: against the userspace exit under the same host load\n"
+	printf("(x p10, x med, x p99: against the userspace exit under the same host load\n"
 	       " (busy host: %d spinning processes); mean us: wall time per operation.\n"
 	       " From the kernel's statistics, per reply: wait us, the vCPU's mean wait;\n"
 	       " polled, the waits that ended while polling; msgs, the tool's messages\n"

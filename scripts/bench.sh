@@ -6,9 +6,13 @@
 . "$(dirname "$0")/lib.sh"
 
 rc=0
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 if [ -z "${BENCH_LOG:-}" ]; then
+	load0=$(load)
 	"$ROOT/scripts/pipeline.sh" bench release || rc=$?
 	BENCH_LOG=$LOGS/$(readlink "$LOGS/bench-release.log")
+	# The host is shared: its load decides the scheduling delays.
+	echo "host load average (1, 5, 15 min) before: $load0, after: $(load)" > "$BENCH_LOG.load"
 fi
 [ -f "$BENCH_LOG" ] || die "no bench log ($BENCH_LOG)"
 out=$BUILD/bench
@@ -23,6 +27,7 @@ host_cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 machine="host: $host_cpu, $(nproc) cores, $(qemu-system-x86_64 --version | head -1 | sed 's/ (.*//'), TCG -cpu max -smp ${QEMU_SMP:-2}, nested SVM"
 {
 	echo "$machine"
+	cat "$BENCH_LOG.load" 2>/dev/null || true
 	grep -vE '^(BENCH-|KVMI-TEST-)|^\[ *[0-9]+\.[0-9]+\]' "$out/raw.txt"
 } > "$out/table.txt"
 echo
