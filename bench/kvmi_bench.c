@@ -651,7 +651,9 @@ int main(int argc, char *argv[])
 	struct kvm_introspection_hook hook = { };
 	int n = 2000, nhog = 300, ntput = 1000, passes = 10;
 	int short_run = 0, opt, i, v, p, nv, k;
-	double idle[2][2][MAX_SAMPLES], tput_t[NR_VCPUS + 1] = { }, rate1 = 0;
+	static double idle[2][2][2 * MAX_SAMPLES], chunk[MAX_SAMPLES];
+	double tput_t[NR_VCPUS + 1] = { }, rate1 = 0;
+	int nidle = 0, j;
 	struct kvm_vcpu *vcpus[NR_VCPUS], *vcpu;
 	struct kvm_vm *vm, *pvm;
 	struct vcpu_cmd c;
@@ -698,19 +700,24 @@ int main(int argc, char *argv[])
 
 	/*
 	 * Hooked, nothing enabled, against never hooked: userspace exits
-	 * and in-kernel exits (a hypercall KVM answers), mean per chunk,
-	 * alternating.
+	 * and in-kernel exits (a hypercall KVM answers), in alternating
+	 * chunks.
 	 */
 	k = n / passes;
 	for (p = 0; p < 2 * passes; p++) {
 		for (i = 0; i < 2; i++) {
 			uint64_t mode = i ? M_HC : M_OUT;
 
-			run_phase(&plain, 1, mode, 8, NULL);
-			idle[i][0][p] = run_phase(&plain, 1, mode, k, NULL) / k;
-			run_phase(&hooked[0], 1, mode, 8, NULL);
-			idle[i][1][p] = run_phase(&hooked[0], 1, mode, k, NULL) / k;
+			for (v = 0; v < 2; v++) {
+				struct bvcpu *b = v ? &hooked[0] : &plain;
+
+				run_phase(b, 1, mode, 8, NULL);
+				run_phase(b, 1, mode, k, chunk);
+				for (j = 0; j < k; j++)
+					idle[i][v][nidle + j] = chunk[j];
+			}
 		}
+		nidle += k;
 	}
 
 	/* Every event this bench uses, on every vCPU of the hooked VM. */
@@ -786,22 +793,25 @@ int main(int argc, char *argv[])
 		printf("BENCH-TPUT %d %.0f\n", nv, rate);
 	}
 
-	printf("\n%-40s %12s %12s %9s\n", "hooked, no event enabled (median)",
-	       "plain us", "hooked us", "overhead");
+	printf("\n%-40s %10s %10s %9s %9s\n", "hooked, no event enabled",
+	       "plain p10", "hooked p10", "overhead", "(median)");
 	for (i = 0; i < 2; i++) {
-		double pl, h;
+		double pl, h, plm, hm;
 
-		qsort(idle[i][0], 2 * passes, sizeof(double), cmp_double);
-		qsort(idle[i][1], 2 * passes, sizeof(double), cmp_double);
-		pl = idle[i][0][passes];
-		h = idle[i][1][passes];
-		printf("%-40s %12.2f %12.2f %8.1f%%\n",
+		qsort(idle[i][0], nidle, sizeof(double), cmp_double);
+		qsort(idle[i][1], nidle, sizeof(double), cmp_double);
+		pl = idle[i][0][nidle / 10];
+		h = idle[i][1][nidle / 10];
+		plm = idle[i][0][nidle / 2];
+		hm = idle[i][1][nidle / 2];
+		printf("%-40s %10.2f %10.2f %8.1f%% %8.1f%%\n",
 		       i ? "in-kernel exits (hypercall)" : "userspace exits (out)",
-		       pl, h, (h / pl - 1) * 100);
-		printf("BENCH-IDLE %s %.3f %.3f\n", i ? "kexit" : "exit", pl, h);
+		       pl, h, (h / pl - 1) * 100, (hm / plm - 1) * 100);
+		printf("BENCH-IDLE %s %.3f %.3f %.3f %.3f\n", i ? "kexit" : "exit",
+		       pl, h, plm, hm);
 	}
-	printf("(the mean of each of %d chunks of %d exits, alternating between the VMs)\n",
-	       2 * passes, k);
+	printf("(%d exits each, timed one by one in the guest, in alternating chunks of %d)\n",
+	       nidle, k);
 	print_cdfs();
 
 	print_stats(vm);
