@@ -651,7 +651,9 @@ int main(int argc, char *argv[])
 	struct kvm_introspection_hook hook = { };
 	int n = 2000, nhog = 300, ntput = 1000, passes = 10;
 	int short_run = 0, opt, i, v, p, nv, k;
-	static double idle[2][2][2 * MAX_SAMPLES], chunk[MAX_SAMPLES];
+	/* Not static: the whole program is loaded into guest memory. */
+	double (*idle)[2][2 * MAX_SAMPLES] = calloc(2, sizeof(*idle));
+	double *chunk = calloc(MAX_SAMPLES, sizeof(double));
 	double tput_t[NR_VCPUS + 1] = { }, rate1 = 0;
 	int nidle = 0, j;
 	struct kvm_vcpu *vcpus[NR_VCPUS], *vcpu;
