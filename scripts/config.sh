@@ -43,7 +43,7 @@ stamp_of() {
 		[ -z "$start" ] || { echo "== start $start"; cat "$start"; }
 		for f in "${frags[@]}"; do echo "== $f"; cat "$f"; done
 		cd "$LINUX"
-		find . -path ./tools -prune -o -name 'Kconfig*' -type f -print0 |
+		find . \( -path ./tools -o -path ./.git \) -prune -o -name 'Kconfig*' -type f -print0 |
 			LC_ALL=C sort -z | xargs -0 sha256sum
 	} | sha256sum | cut -d' ' -f1
 }
@@ -71,7 +71,7 @@ verify() {
 		have=$(grep -m1 "^$sym=" "$obj/.config" | cut -d= -f2- || true)
 		[ -n "$have" ] || have=n
 		[ "$have" = "$want" ] && continue
-		if ! (cd "$LINUX" && find . -path ./tools -prune -o -name 'Kconfig*' -type f -print0 |
+		if ! (cd "$LINUX" && find . \( -path ./tools -o -path ./.git \) -prune -o -name 'Kconfig*' -type f -print0 |
 				xargs -0 grep -qsE "^[[:space:]]*(menu)?config ${sym#CONFIG_}\$"); then
 			warn "config $cfg: $sym is not defined by this tree (wanted $want) - ignored"
 			continue
