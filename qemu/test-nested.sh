@@ -64,7 +64,7 @@ else
 fi
 
 # 2. the right tool attaches, resumes the VM, blocks the LSTAR overwrite
-tool -k $SECRET -q $Q.qmp -Q -L LSTAR -b 1 -t $GUEST_WAIT -p -x webd,dbd,backupd -w 60 \
+tool -k $SECRET -q $Q.qmp -Q -l 8 -L LSTAR -b 1 -t $GUEST_WAIT -p -x webd,dbd,backupd -w 60 \
 	-m $N/System.map -O $N/offsets trace > $T/t2 2>&1
 rc=$?
 cat $T/t2 | grep -v '^\[' | sed 's/^/# /'
@@ -86,7 +86,7 @@ else
 fi
 
 # 4. the tool dies: QEMU unhooks, and a new tool gets a new handshake
-tool -k $SECRET -Q trace > $T/t4 2>&1 &
+tool -k $SECRET -Q -l 8 trace > $T/t4 2>&1 &
 TP=$!
 if wait_for $Q.qemu 'tool hooked (session 2)' 30; then
 	kill -9 $TP; wait $TP 2>/dev/null
@@ -103,7 +103,7 @@ else
 fi
 
 # 5. pause: the tool gets the UNHOOK event and leaves, then QEMU unhooks
-tool -k $SECRET -Q trace > $T/t5 2>&1 &
+tool -k $SECRET -Q -l 8 trace > $T/t5 2>&1 &
 TP=$!
 if wait_for $Q.qemu 'tool hooked (session 4)' 30 && kvmi qmp $Q.qmp stop &&
    gone $TP 15 && grep -q 'UNHOOK: the VMM is about to unhook us' $T/t5 &&
@@ -129,7 +129,7 @@ stop_qemu; kill -9 $TP 2>/dev/null
 qemu_start b "guest.reboot=1"
 
 # 7. guest reboot with the tool attached: UNHOOK at reset, a new session after
-tool -k $SECRET -q $Q.qmp -Q trace > $T/t7 2>&1 &
+tool -k $SECRET -q $Q.qmp -Q -l 8 trace > $T/t7 2>&1 &
 TP=$!
 if wait_for $Q.guest 'guest: rebooting' $GUEST_WAIT && gone $TP 20 &&
    grep -q 'closed the connection' $T/t7 && grep -q 'unhooked (guest reset)' $Q.qemu &&

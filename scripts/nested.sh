@@ -68,7 +68,7 @@ log "nested: guest initramfs"
 g=$stage/guest
 mkdir -p "$g"/{bin,sbin,proc,sys,dev,tmp}
 cp /bin/busybox "$g/bin/busybox"
-for a in $(/bin/busybox --list); do ln -sf busybox "$g/bin/$a"; done
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$g/bin/$a"; done
 cp "$ROOT/qemu/guest/init" "$g/init"
 for s in webd dbd backupd; do cp "$ROOT/qemu/guest/service" "$g/bin/$s"; done
 $KCC -static -O2 -Wall -o "$g/bin/lstar-poke" "$ROOT/qemu/guest/lstar-poke.c" >> "$tlog" 2>&1 ||
