@@ -38,16 +38,19 @@ add_test() { # name path [args]
 # Per-test arguments: TEST_ARGS_<name> (e.g. TEST_ARGS_kvmi_stress="-t 600 -l").
 # kvmi_stress runs short in make test; make stress passes STRESS_ARGS.
 TEST_ARGS_kvmi_stress=${TEST_ARGS_kvmi_stress:-"-n 40 -t 45"}
-if [ "$mode" = run ] && [ -x "$st/kvmi_demo" ]; then
-	add_test kvmi_demo "$st/kvmi_demo" ${DEMO_ARGS:-}
+if [ "$mode" = run ] && { [ -x "$st/kvmi_demo" ] || [ -x "$root/tests/kvmi_run" ]; }; then
+	if [ -x "$st/kvmi_demo" ]; then add_test kvmi_demo "$st/kvmi_demo" ${DEMO_ARGS:-}; fi
+	# our QEMU with a nested guest and the kvmi tool (scripts/nested.sh)
+	if [ -x "$root/tests/kvmi_run" ]; then echo kvmi_run >> "$list"; fi
 elif [ "$mode" != shell ]; then
-	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress}; do
+	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress kvmi_qemu}; do
 		args_var=TEST_ARGS_$t
 		if [ -x "$st/x86_64/$t" ]; then add_test "$t" "$st/x86_64/$t" ${!args_var:-}
 		# a test the overlay brought along
 		elif [ -x "$root/tests/$t" ]; then echo "$t ${!args_var:-}" >> "$list"
 		# The series' tests may be absent or failed to build (counted there).
-		elif [ "$t" != kvmi_test ] && [ "$t" != kvmi_stress ]; then die "test binary $st/x86_64/$t missing"; fi
+		# kvmi_qemu: only when scripts/nested.sh staged it (see pipeline.sh)
+		elif [ "$t" != kvmi_test ] && [ "$t" != kvmi_stress ] && [ "$t" != kvmi_qemu ]; then die "test binary $st/x86_64/$t missing"; fi
 	done
 fi
 # In shell mode the built tests are still available under /tests.

@@ -30,6 +30,17 @@ log "series: $(git -C "$LINUX" rev-list --count base..HEAD) commit(s) on $(git -
 timed "kernel build ($cfg)" "$S/build-kernel.sh" "$cfg" || fail_early
 [ "$mode" = run ] && export BUILD_DEMO=1
 timed "selftests build ($cfg)" "$S/build-selftests.sh" "$cfg" || fail_early
+# Our QEMU, the kvmi tool and a nested Linux guest (scripts/nested.sh):
+# make run's scenario, and make test's kvmi_qemu cases (unless TESTS
+# leaves them out).  Needs the series' tools/kvm/kvmi.
+if [ "$mode" = run ] || [[ " ${TESTS:-kvmi_qemu} " == *" kvmi_qemu "* ]]; then
+	if [ -f "${KVMI_TOOL_SRC:-$LINUX/tools/kvm/kvmi}/kvmi.c" ]; then
+		timed "nested guest + qemu" "$S/nested.sh" "$cfg" || fail_early
+		export INITRAMFS_OVERLAY=${INITRAMFS_OVERLAY:-$BUILD/nested-$cfg/root}
+	else
+		warn "$LINUX has no tools/kvm/kvmi: our QEMU and the nested guest (kvmi_run, kvmi_qemu) are left out"
+	fi
+fi
 timed "initramfs" "$S/initramfs.sh" "$mode" "$cfg" || fail_early
 timed "boot+tests ($cfg)" "$S/boot.sh" "$mode" "$cfg" || fail_early
 logf=$LOGS/$(readlink "$LOGS/$mode-$cfg.log")
