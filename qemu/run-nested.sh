@@ -67,7 +67,7 @@ kill -0 $QPID 2>/dev/null || fail "QEMU died"
 [ "$n1" -gt "$n0" ] || fail "the guest stopped after the tool detached ($n0 -> $n1 heartbeats)"
 echo "kvmi_run: guest still running after detach ($n0 -> $n1 heartbeats)"
 up=$(sed -n 's/^guest: init started (uptime \([0-9.]*\)s.*/\1/p' $T/guest.log)
-echo "kvmi_run: nested guest: kernel reached init ${up}s after it started; QEMU start to process list: $((t1 - t0))s (with every event traced)"
+echo "kvmi_run: nested guest: kernel reached init ${up}s after it started; QEMU start to process list read: $((t1 - t0))s (boot traced live)"
 kill $QPID
 wait $QPID
 grep -q 'introspection: unhooked' $T/qemu.log || fail "QEMU never unhooked"
