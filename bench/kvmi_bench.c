@@ -747,11 +747,16 @@ int main(int argc, char *argv[])
 		run_phase(&hooked[v], 1, M_NONE, 0, NULL);
 	tool_stop();
 
-	/* Latency, then throughput, in turns. */
+	/*
+	 * Latency, then throughput, in turns; each pass starts at another
+	 * row, so that no row always follows the same one.
+	 */
 	for (p = 0; p < passes; p++) {
-		for (i = 0; i < NR_ROWS; i++)
+		for (j = 0; j < NR_ROWS; j++) {
+			i = (j + p) % NR_ROWS;
 			if (!rows[i].hog && !row_skipped(&rows[i]))
 				run_chunk(&rows[i], n / passes);
+		}
 		tool_start(0);
 		for (nv = 1; nv <= NR_VCPUS; nv *= 2) {
 			run_phase(hooked, nv, M_HC, 8, NULL);
