@@ -32,11 +32,13 @@ qemu_start() {
 wait_for() {
 	i=0
 	while [ $i -lt $(($3 * 5)) ]; do
-		[ "$(grep -c "$2" "$1" 2>/dev/null)" -ge "${4:-1}" ] && return 0
+		c=$(grep -c "$2" "$1" 2>/dev/null)
+		[ "${c:-0}" -ge "${4:-1}" ] && return 0
 		sleep 0.2; i=$((i + 1))
 	done
 	return 1
 }
+# (in the background, kvmi is started directly: $! must be the tool)
 tool() { kvmi -s $Q.sock -a 30 "$@"; }
 gone() { # PID SECS: the process ended within SECS
 	i=0
@@ -86,7 +88,7 @@ else
 fi
 
 # 4. the tool dies: QEMU unhooks, and a new tool gets a new handshake
-tool -k $SECRET -Q -l 8 trace > $T/t4 2>&1 &
+kvmi -s $Q.sock -a 30 -k $SECRET -Q -l 8 trace > $T/t4 2>&1 &
 TP=$!
 if wait_for $Q.qemu 'tool hooked (session 2)' 30; then
 	kill -9 $TP; wait $TP 2>/dev/null
@@ -103,7 +105,7 @@ else
 fi
 
 # 5. pause: the tool gets the UNHOOK event and leaves, then QEMU unhooks
-tool -k $SECRET -Q -l 8 trace > $T/t5 2>&1 &
+kvmi -s $Q.sock -a 30 -k $SECRET -Q -l 8 trace > $T/t5 2>&1 &
 TP=$!
 if wait_for $Q.qemu 'tool hooked (session 4)' 30 && kvmi qmp $Q.qmp stop &&
    gone $TP 15 && grep -q 'UNHOOK: the VMM is about to unhook us' $T/t5 &&
@@ -115,7 +117,7 @@ else
 fi
 
 # 6. quit while the vCPU waits inside an event: QEMU exits, the tool sees EOF
-tool -k $SECRET -H trace > $T/t6 2>&1 &
+kvmi -s $Q.sock -a 30 -k $SECRET -H trace > $T/t6 2>&1 &
 TP=$!
 if wait_for $T/t6 'holding this event' 30 && kvmi qmp $Q.qmp quit &&
    gone $QPID 20 && gone $TP 10 && grep -q 'closed the connection' $T/t6; then
@@ -129,7 +131,7 @@ stop_qemu; kill -9 $TP 2>/dev/null
 qemu_start b "guest.reboot=1"
 
 # 7. guest reboot with the tool attached: UNHOOK at reset, a new session after
-tool -k $SECRET -q $Q.qmp -Q -l 8 trace > $T/t7 2>&1 &
+kvmi -s $Q.sock -a 30 -k $SECRET -q $Q.qmp -Q -l 8 trace > $T/t7 2>&1 &
 TP=$!
 if wait_for $Q.guest 'guest: rebooting' $GUEST_WAIT && gone $TP 20 &&
    grep -q 'closed the connection' $T/t7 && grep -q 'unhooked (guest reset)' $Q.qemu &&
@@ -144,7 +146,7 @@ else
 fi
 
 # 8. QEMU killed while the vCPU waits for a reply: the tool sees EOF
-tool -k $SECRET -H trace > $T/t8 2>&1 &
+kvmi -s $Q.sock -a 30 -k $SECRET -H trace > $T/t8 2>&1 &
 TP=$!
 if wait_for $T/t8 'holding this event' 60 && kill -9 $QPID && gone $QPID 10 &&
    gone $TP 10 && grep -q 'closed the connection' $T/t8; then
