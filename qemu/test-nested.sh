@@ -134,7 +134,7 @@ qemu_start b "guest.reboot=1"
 kvmi -s $Q.sock -a 30 -k $SECRET -q $Q.qmp -Q -l 8 trace > $T/t7 2>&1 &
 TP=$!
 if wait_for $Q.guest 'guest: rebooting' $GUEST_WAIT && gone $TP 20 &&
-   grep -q 'closed the connection' $T/t7 && grep -q 'unhooked (guest reset)' $Q.qemu &&
+   grep -q 'closed the connection' $T/t7 && grep -qE 'unhooked \((guest reset|connection closed)\)' $Q.qemu &&
    tool -k $SECRET -Q -t 1 trace > $T/t7b 2>&1 &&
    grep -q 'tool hooked (session 2)' $Q.qemu &&
    wait_for $Q.guest 'guest: init started' $GUEST_WAIT 2; then
