@@ -33,7 +33,7 @@ timed "selftests build ($cfg)" "$S/build-selftests.sh" "$cfg" || fail_early
 # Our QEMU, the kvmi tool and a nested Linux guest (scripts/nested.sh):
 # make run's scenario, and make test's kvmi_qemu cases (unless TESTS
 # leaves them out).  Needs the series' tools/kvm/kvmi.
-if [ "$mode" = run ] || [[ " ${TESTS:-kvmi_qemu} " == *" kvmi_qemu "* ]]; then
+if [ "$mode" = run ] || { [ "$mode" = test ] && [[ " ${TESTS:-kvmi_qemu} " == *" kvmi_qemu "* ]]; }; then
 	if [ -f "${KVMI_TOOL_SRC:-$LINUX/tools/kvm/kvmi}/kvmi.c" ]; then
 		timed "nested guest + qemu" "$S/nested.sh" "$cfg" || fail_early
 		export INITRAMFS_OVERLAY=${INITRAMFS_OVERLAY:-$BUILD/nested-$cfg/root}
