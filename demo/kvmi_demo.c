@@ -30,6 +30,8 @@
 #define NR_WRITES	2	/* of CR4, CR3 and MSR_STAR, by each vCPU */
 #define GUEST_STAR	0x0023001000000000ull	/* + write number */
 #define TOOL_STAR	0x0023001000c0ffeeull	/* the tool's replacement */
+#define NR_HOOKS	2	/* syscall table entries vCPU 0 overwrites */
+#define HOOK_ADDR	0xffffffffc0de0000ull	/* + entry number */
 
 static int tool_fd;
 static uint32_t cmd_seq = 1000;
@@ -48,6 +50,15 @@ struct after_writes {
 	uint64_t star[NR_WRITES];
 };
 static volatile struct after_writes guest_read[NR_VCPUS];
+/*
+ * The guest kernel's "system call table": a page of its own, which the
+ * tool write-protects; vCPU 0 then hooks NR_HOOKS entries, as a rootkit
+ * would.
+ */
+static volatile uint64_t guest_sys_call_table[512] __aligned(4096);
+/* The tool's view of it (through the VMM's mapping) and its gpa. */
+static volatile uint64_t *sys_call_table_hva;
+static __u64 sys_call_table_gpa;
 static struct after_writes tool_answer[NR_VCPUS];
 static int nr_cr4[NR_VCPUS], nr_star[NR_VCPUS];
 /* The two writes the tool does not let through, for the summary. */
@@ -89,8 +100,14 @@ static void guest_code(int id)
 		guest_read[id].star[i] = rdmsr(MSR_STAR);
 	}
 	/* Counting also tells the VMM that the writes above are done. */
-	for (;;)
+	for (;;) {
+		if (id == 0 && go == 3) {
+			for (i = 0; i < NR_HOOKS; i++)
+				guest_sys_call_table[i] = HOOK_ADDR + i;
+			go = 4;
+		}
 		guest_counter[id]++;
+	}
 }
 
 static void *vcpu_thread(void *arg)
@@ -138,6 +155,7 @@ struct event_msg {
 	union {		/* the event's data, if it has any */
 		struct kvmi_event_cr cr;
 		struct kvmi_event_msr msr;
+		struct kvmi_event_pf pf;
 	};
 };
 
@@ -298,6 +316,21 @@ static int handle_one_event(int timeout_ms)
 	       msg.ev.arch.sregs.cr3, msg.ev.arch.msrs.efer);
 	if (msg.ev.event == KVMI_EVENT_UNHOOK)
 		return msg.ev.event;
+
+	if (msg.ev.event == KVMI_EVENT_PF) {
+		__u64 entry = (msg.pf.gpa - sys_call_table_gpa) / 8;
+
+		TEST_ASSERT(msg.pf.access == KVMI_PAGE_ACCESS_W &&
+			    entry < NR_HOOKS, "PF event: access %u gpa 0x%llx",
+			    msg.pf.access, msg.pf.gpa);
+		/* Reported before it happens: the entry is still 0. */
+		TEST_ASSERT(!sys_call_table_hva[entry],
+			    "syscall table entry %llu written before the event",
+			    entry);
+		printf("        write to syscall table entry %llu at gpa 0x%llx (gva %s), not done yet\n",
+		       entry, msg.pf.gpa,
+		       msg.pf.gva == ~0ull ? "not given by NPT" : "given");
+	}
 
 	if (msg.ev.event == KVMI_EVENT_CR) {
 		rpl.cr.new_val = answer_write(&msg);
@@ -563,6 +596,55 @@ int main(void)
 		counts[ev]++;
 	}
 
+	/* Memory: write-protect the guest kernel's syscall table. */
+	{
+		struct {
+			struct kvmi_set_page_access req;
+			struct kvmi_page_access_entry e;
+		} set = { .req.count = 1 };
+		struct {
+			struct kvmi_get_page_access req;
+			__u64 gpa;
+		} get = { .req.count = 1 };
+		uint8_t access[8];
+
+		set.e.gpa = addr_gva2gpa(vm, (vm_vaddr_t)guest_sys_call_table);
+		sys_call_table_gpa = set.e.gpa;
+		sys_call_table_hva = addr_gva2hva(vm,
+				(vm_vaddr_t)guest_sys_call_table);
+		set.e.access = KVMI_PAGE_ACCESS_R | KVMI_PAGE_ACCESS_X;
+		get.gpa = set.e.gpa;
+		for (i = 0; i < NR_VCPUS; i++) {
+			struct vcpu_cmd c = { .hdr.vcpu = i };
+
+			c.ctl = (struct kvmi_control_events){
+				.event_id = KVMI_EVENT_PF, .enable = 1 };
+			TEST_ASSERT(!command(KVMI_CONTROL_EVENTS, &c,
+					     sizeof(c.hdr) + sizeof(c.ctl),
+					     NULL, 0), "CONTROL_EVENTS PF");
+		}
+		TEST_ASSERT(!command(KVMI_SET_PAGE_ACCESS, &set, sizeof(set),
+				     NULL, 0), "SET_PAGE_ACCESS");
+		TEST_ASSERT(!command(KVMI_GET_PAGE_ACCESS, &get, sizeof(get),
+				     access, 1), "GET_PAGE_ACCESS");
+		printf("tool: PF events enabled; the guest kernel's syscall table (gpa 0x%llx) made read/execute-only (access now %u)\n",
+		       set.e.gpa, access[0]);
+		TEST_ASSERT(access[0] == set.e.access, "GET_PAGE_ACCESS %u",
+			    access[0]);
+
+		*(int *)addr_gva2hva(vm, (vm_vaddr_t)&go) = 3;
+		printf("tool: waiting for the guest's writes to it\n");
+		for (i = 0; i < NR_HOOKS; i++) {
+			ev = handle_one_event(10000);
+			TEST_ASSERT(ev == KVMI_EVENT_PF, "no PF event");
+			counts[ev]++;
+		}
+		set.e.access |= KVMI_PAGE_ACCESS_W;
+		TEST_ASSERT(!command(KVMI_SET_PAGE_ACCESS, &set, sizeof(set),
+				     NULL, 0), "SET_PAGE_ACCESS");
+		printf("tool: restriction lifted\n");
+	}
+
 	printf("tool: pausing every vCPU (KVMI_PAUSE_VCPU, wait=1)\n");
 	for (i = 0; i < NR_VCPUS; i++) {
 		struct vcpu_cmd c = { .hdr.vcpu = i };
@@ -593,10 +675,10 @@ int main(void)
 	vm_ioctl(vm, KVM_INTROSPECTION_UNHOOK, NULL);
 	printf("VMM: KVM_INTROSPECTION_UNHOOK done\n");
 
-	printf("\nsummary: %d HYPERCALL, %d CR, %d MSR, %d PAUSE_VCPU, %d UNHOOK events, all answered\n",
+	printf("\nsummary: %d HYPERCALL, %d CR, %d MSR, %d PF, %d PAUSE_VCPU, %d UNHOOK events, all answered\n",
 	       counts[KVMI_EVENT_HYPERCALL], counts[KVMI_EVENT_CR],
-	       counts[KVMI_EVENT_MSR], counts[KVMI_EVENT_PAUSE_VCPU],
-	       counts[KVMI_EVENT_UNHOOK]);
+	       counts[KVMI_EVENT_MSR], counts[KVMI_EVENT_PF],
+	       counts[KVMI_EVENT_PAUSE_VCPU], counts[KVMI_EVENT_UNHOOK]);
 	for (i = 0; i < NR_VCPUS; i++)
 		printf("summary: vCPU %d kept running after its events (guest counter %llu -> %llu)\n",
 		       i, (unsigned long long)before[i],
@@ -626,6 +708,17 @@ int main(void)
 				    (unsigned long long)tool_answer[i].cr4[j],
 				    (unsigned long long)tool_answer[i].star[j]);
 	printf("summary: every CR4 and STAR value the guest read back is the tool's answer\n");
+	{
+		uint64_t *table = addr_gva2hva(vm,
+					       (vm_vaddr_t)guest_sys_call_table);
+
+		for (i = 0; i < NR_HOOKS; i++)
+			TEST_ASSERT(table[i] == HOOK_ADDR + i,
+				    "syscall table entry %d: 0x%llx", i,
+				    (unsigned long long)table[i]);
+		printf("summary: the %d syscall table writes were reported before they happened (and let through)\n",
+		       NR_HOOKS);
+	}
 
 	benchmark();
 	printf("kvmi_demo: OK\n");
