@@ -85,8 +85,26 @@ if [ -f "$demo" ] && [ "${BUILD_DEMO:-0}" = 1 ]; then
 	$KCC "${cflags[@]}" -o "$out/kvmi_demo" "$demo" "${extra[@]}" -ldl >> "$slog" 2>&1 ||
 		{ tail -n 30 "$slog" >&2; die "demo build failed"; }
 fi
+# bench/kvmi_bench.c (make bench; a short run in make test): always built,
+# like the demo with the selftest library.
+bench=$ROOT/bench/kvmi_bench.c
+if [ -f "$bench" ]; then
+	log "selftests ($cfg): bench/kvmi_bench.c -> $out/kvmi_bench"
+	mapfile -t libobjs < <(find "$out/lib" -name '*.o' | LC_ALL=C sort)
+	[ ${#libobjs[@]} -gt 0 ] || die "kvmi_bench needs libkvm objects but none were built"
+	rm -f "$out/kvmi_bench"
+	if ! $KCC -static -O2 -g -Wall -std=gnu99 -pthread -isystem "$obj/usr/include" \
+		-DCONFIG_64BIT -I"$LINUX/tools/include" -I"$LINUX/tools/arch/x86/include" \
+		-I"$kdir/include" -I"$kdir/include/x86_64" -I"$LINUX/tools/testing/selftests" \
+		-fno-stack-protector -fno-PIE -fno-strict-aliasing -U_FORTIFY_SOURCE \
+		-o "$out/kvmi_bench" "$bench" "${libobjs[@]}" -ldl >> "$slog" 2>&1; then
+		tail -n 30 "$slog" >&2
+		warn "kvmi_bench failed to build; the other tests still run"
+		echo kvmi_bench >> "$failed_list"
+	fi
+fi
 built=()
-for t in "${tests[@]}" "${kvmi[@]}" kvmi_demo; do [ -x "$out/$t" ] && built+=("${t##*/}"); done
+for t in "${tests[@]}" "${kvmi[@]}" kvmi_demo kvmi_bench; do [ -x "$out/$t" ] && built+=("${t##*/}"); done
 log "selftests ($cfg): built in $out: ${built[*]}"
 new_files=$(comm -13 <(printf '%s\n' "$untracked_before") <(git -C "$LINUX" ls-files -o -- tools/testing/selftests))
 [ -z "$new_files" ] || warn "selftests build created files in the source tree: $(echo $new_files | head -c 300)"

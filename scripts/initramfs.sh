@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/initramfs.sh <mode> <cfg> -> build/initramfs-<mode>-<cfg>.cpio
-# mode: test  - run the control tests (+ kvmi_test, kvmi_stress if built), kmemleak, power off
+# mode: test  - run the control tests (+ kvmi_test, kvmi_stress, kvmi_bench -s if built), kmemleak, power off
+#       bench - kvmi_bench (make bench)
 #       stress - the same, with TESTS=kvmi_stress (make stress)
 #       run   - run build/selftests/<cfg>/kvmi_demo if built, else as test
 #       shell - interactive busybox shell
@@ -38,16 +39,23 @@ add_test() { # name path [args]
 # Per-test arguments: TEST_ARGS_<name> (e.g. TEST_ARGS_kvmi_stress="-t 600 -l").
 # kvmi_stress runs short in make test; make stress passes STRESS_ARGS.
 TEST_ARGS_kvmi_stress=${TEST_ARGS_kvmi_stress:-"-n 40 -t 45"}
+# kvmi_bench: short in make test (checks only that it ran), full in make bench.
+TEST_ARGS_kvmi_bench=${TEST_ARGS_kvmi_bench:-"-s"}
 if [ "$mode" = run ] && { [ -x "$st/kvmi_demo" ] || [ -x "$root/tests/kvmi_run" ]; }; then
 	if [ -x "$st/kvmi_demo" ]; then add_test kvmi_demo "$st/kvmi_demo" ${DEMO_ARGS:-}; fi
 	# our QEMU with a nested guest and the kvmi tool (scripts/nested.sh)
 	if [ -x "$root/tests/kvmi_run" ]; then echo kvmi_run >> "$list"; fi
+elif [ "$mode" = bench ]; then
+	add_test kvmi_bench "$st/kvmi_bench" ${BENCH_ARGS:-}
 elif [ "$mode" != shell ]; then
-	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress kvmi_qemu}; do
+	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress kvmi_bench kvmi_qemu}; do
 		args_var=TEST_ARGS_$t
 		if [ -x "$st/x86_64/$t" ]; then add_test "$t" "$st/x86_64/$t" ${!args_var:-}
 		# a test the overlay brought along
 		elif [ -x "$root/tests/$t" ]; then echo "$t ${!args_var:-}" >> "$list"
+		elif [ "$t" = kvmi_bench ]; then
+			# Missing only if it failed to build (counted there).
+			if [ -x "$st/$t" ]; then add_test "$t" "$st/$t" ${!args_var:-}; fi
 		# The series' tests may be absent or failed to build (counted there).
 		# kvmi_qemu: only when scripts/nested.sh staged it (see pipeline.sh)
 		elif [ "$t" != kvmi_test ] && [ "$t" != kvmi_stress ] && [ "$t" != kvmi_qemu ]; then die "test binary $st/x86_64/$t missing"; fi
@@ -55,7 +63,7 @@ elif [ "$mode" != shell ]; then
 fi
 # In shell mode the built tests are still available under /tests.
 if [ "$mode" = shell ]; then
-	for f in "$st"/x86_64/* "$st"/kvmi_demo; do
+	for f in "$st"/x86_64/* "$st"/kvmi_demo "$st"/kvmi_bench; do
 		[ -x "$f" ] && [ -f "$f" ] && case $f in *.o|*.d) ;; *) cp "$f" "$root/tests/";; esac
 	done
 fi
