@@ -45,8 +45,8 @@ selftests: kernel
 test:
 	@$(S)/pipeline.sh test debug
 
-# Our QEMU's introspection cases (kvmi_qemu) on the debug kernel: not in
-# make test while one of them fails (notes/issue-10.md).
+# Our QEMU's introspection cases (kvmi_qemu) alone on the debug kernel
+# (make test runs them too, with everything else).
 .PHONY: test-qemu
 test-qemu:
 	@TESTS=kvmi_qemu DISTRO=0 $(S)/pipeline.sh test debug

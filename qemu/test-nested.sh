@@ -145,8 +145,13 @@ else
 		"$(show $T/t7)" "$(show $T/t7b)" "$(show $Q.qemu)" "$(show $Q.guest)"
 fi
 
+stop_qemu; kill -9 $TP 2>/dev/null
+
+# --- QEMU C: a guest that boots normally (B's resets would end the session)
+qemu_start c ""
+
 # 8. QEMU killed while the vCPU waits for a reply: the tool sees EOF
-kvmi -s $Q.sock -a 30 -k $SECRET -H trace > $T/t8 2>&1 &
+kvmi -s $Q.sock -a 30 -k $SECRET -q $Q.qmp -H trace > $T/t8 2>&1 &
 TP=$!
 if wait_for $T/t8 'holding this event' 60 && kill -9 $QPID && gone $QPID 10 &&
    gone $TP 10 && grep -q 'closed the connection' $T/t8; then

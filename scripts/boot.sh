@@ -2,7 +2,7 @@
 # scripts/boot.sh <mode> <cfg>: boot build/obj-<cfg> bzImage with the
 # initramfs of <mode> in QEMU (TCG, -cpu max => nested SVM), serial log to
 # build/logs/<mode>-<cfg>-<time>.log (+ symlink <mode>-<cfg>.log).
-# Env: BOOT_TIMEOUT (s, default 1200), QEMU_MEM (2G), QEMU_SMP (2),
+# Env: BOOT_TIMEOUT (s, default 1800), QEMU_MEM (2G), QEMU_SMP (2),
 #      KERNEL_ARGS (extra cmdline), QUIET=1 (don't echo the console),
 #      QEMU_ARGS (extra QEMU arguments).
 . "$(dirname "$0")/lib.sh"
@@ -38,16 +38,16 @@ if [ "$mode" = shell ]; then
 	"${qemu[@]}" -nographic 2>&1 | tee "$logf"
 	exit 0
 fi
-log "serial log: $logf (timeout ${BOOT_TIMEOUT:-1200}s)"
+log "serial log: $logf (timeout ${BOOT_TIMEOUT:-1800}s)"
 rc=0
 if [ "${QUIET:-0}" = 1 ]; then
-	timeout -k 10 "${BOOT_TIMEOUT:-1200}" "${qemu[@]}" -display none -monitor none \
+	timeout -k 10 "${BOOT_TIMEOUT:-1800}" "${qemu[@]}" -display none -monitor none \
 		-serial stdio < /dev/null > "$logf" 2>&1 || rc=$?
 else
 	set -o pipefail
-	timeout -k 10 "${BOOT_TIMEOUT:-1200}" "${qemu[@]}" -display none -monitor none \
+	timeout -k 10 "${BOOT_TIMEOUT:-1800}" "${qemu[@]}" -display none -monitor none \
 		-serial stdio < /dev/null 2>&1 | tee "$logf" || rc=$?
 fi
-[ "$rc" = 124 ] && warn "QEMU timed out after ${BOOT_TIMEOUT:-1200}s"
+[ "$rc" = 124 ] && warn "QEMU timed out after ${BOOT_TIMEOUT:-1800}s"
 [ "$rc" = 0 ] || [ "$rc" = 124 ] || warn "QEMU exited with rc=$rc"
 exit 0

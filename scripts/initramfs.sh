@@ -48,7 +48,7 @@ if [ "$mode" = run ] && { [ -x "$st/kvmi_demo" ] || [ -x "$root/tests/kvmi_run" 
 elif [ "$mode" = bench ]; then
 	add_test kvmi_bench "$st/kvmi_bench" ${BENCH_ARGS:-}
 elif [ "$mode" != shell ]; then
-	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress kvmi_bench}; do
+	for t in ${TESTS:-$CONTROL_TESTS kvmi_test kvmi_stress kvmi_bench kvmi_qemu}; do
 		args_var=TEST_ARGS_$t
 		if [ -x "$st/x86_64/$t" ]; then add_test "$t" "$st/x86_64/$t" ${!args_var:-}
 		# a test the overlay brought along
