@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 S := scripts
 
-.PHONY: help packages tree export check matrix matrix-bisect config kernel selftests test run modules bench shell results clean distclean
+.PHONY: help packages tree export check matrix matrix-bisect config kernel selftests test run modules bench profile shell results clean distclean
 
 help:
-	@echo "make tree | export | check | matrix | matrix-bisect | test | run | bench | shell | kernel | selftests | results | clean | distclean"
+	@echo "make tree | export | check | matrix | matrix-bisect | test | run | bench | profile | shell | kernel | selftests | results | clean | distclean"
 	@echo "(CFG=debug|release for kernel/selftests/config/results; see README.md)"
 
 packages:
@@ -62,6 +62,11 @@ modules: tree
 # kvmi_bench on the release kernel: table + build/bench/kvmi_bench.png.
 bench:
 	@$(S)/bench.sh
+
+# Where an event's round trip goes: kvmi_bench -t on a kernel with tracing
+# (build/obj-trace, a cold build the first time), cut by scripts/profile.py.
+profile:
+	@$(S)/profile.sh
 
 # kvmi_stress alone, long, in the debug kernel (log: build/logs/stress-debug.log).
 # Longer than -t 600: raise TEST_TIMEOUT (per test) and BOOT_TIMEOUT too.

@@ -17,8 +17,14 @@
  * Output: a table, "BENCH-CDF <row> <percentile> <us>" lines (latency
  * distributions) and "BENCH-TPUT <vcpus> <events/s>" lines, plotted by
  * scripts/bench.sh.  -s: a short run (make test only checks that it ran).
+ * -t: the profile instead (make profile, a kernel with tracing): a few
+ * HYPERCALL rows traced through tracefs (KVM's exits and entries, the
+ * scheduler's wake-ups and switches, the tool's socket syscalls, two
+ * introspection functions), dumped between BENCH-PROF-BEGIN/END lines for
+ * scripts/profile.py.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -28,6 +34,8 @@
 #include <string.h>
 #include <time.h>
 #include <sys/socket.h>
+#include <sys/mount.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -106,6 +114,7 @@ struct bvcpu {
 	struct kvm_vm *vm;
 	struct kvm_vcpu *vcpu;
 	int id;
+	volatile pid_t tid;
 	pthread_t th;
 	sem_t go, done;
 };
@@ -120,6 +129,7 @@ static void *vcpu_main(void *arg)
 	struct ucall uc;
 	int rc;
 
+	b->tid = syscall(SYS_gettid);
 	for (;;) {
 		sem_wait(&b->go);
 		for (;;) {
@@ -199,6 +209,7 @@ static double run_phase(struct bvcpu *b, int nr, uint64_t mode, uint64_t n,
 /* The tool. */
 static int tool_fd;
 static volatile int tool_polling;
+static volatile pid_t tool_tid;
 static uint32_t cmd_seq = 1;
 static int cmds_sent, cmds_answered, cmd_errors, tool_events;
 static pthread_t tool_th;
@@ -287,6 +298,7 @@ static void *tool_main(void *arg)
 	static struct msg m;
 	uint32_t seq;
 
+	tool_tid = syscall(SYS_gettid);
 	for (;;)
 		if (tool_one(&m, &seq) < 0 && seq == STOP_SEQ)
 			break;
@@ -316,6 +328,7 @@ static void tool_stop(void)
 {
 	tool_send(KVMI_GET_VERSION, NULL, 0, STOP_SEQ);
 	pthread_join(tool_th, NULL);
+	tool_tid = 0;
 }
 
 struct vcpu_cmd {
@@ -645,12 +658,104 @@ static void print_cdfs(void)
 	}
 }
 
+/* -t: the profile (make profile). */
+#define TRACEFS		"/sys/kernel/tracing"
+#define NR_RECVFROM	45	/* x86_64: the tool's recv() */
+#define NR_WRITE	1	/* the tool's replies */
+
+static int tracefs_write(const char *file, const char *val, int append)
+{
+	char path[128];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), TRACEFS "/%s", file);
+	fd = open(path, O_WRONLY | (append ? O_APPEND : O_TRUNC));
+	if (fd < 0)
+		return -1;
+	n = write(fd, val, strlen(val));
+	close(fd);
+	return n == (ssize_t)strlen(val) ? 0 : -1;
+}
+
+static void tracefs_set(const char *file, const char *val)
+{
+	TEST_ASSERT(!tracefs_write(file, val, 0), "tracefs %s <- '%s': %s",
+		    file, val, strerror(errno));
+}
+
+static void profile_setup(void)
+{
+	/* Functions a compiler may inline: traced when they exist. */
+	static const char * const funcs[] = {
+		"kvmi_msg_send_event", "kvmi_check_reply",
+	};
+	size_t i;
+
+	if (mount("tracefs", TRACEFS, "tracefs", 0, NULL) && errno != EBUSY)
+		TEST_FAIL("mount tracefs: %s", strerror(errno));
+	tracefs_set("tracing_on", "0");
+	/* One clock for both CPUs: the segments cross them. */
+	tracefs_set("trace_clock", "global");
+	tracefs_set("buffer_size_kb", "8192");
+	tracefs_set("set_ftrace_filter", "");
+	for (i = 0; i < sizeof(funcs) / sizeof(funcs[0]); i++)
+		if (tracefs_write("set_ftrace_filter", funcs[i], 1))
+			printf("profile: %s is not traceable\n", funcs[i]);
+	tracefs_set("current_tracer", "function");
+	tracefs_set("set_event", "kvm:kvm_exit kvm:kvm_entry sched:sched_wakeup "
+		    "sched:sched_switch raw_syscalls:sys_enter raw_syscalls:sys_exit");
+}
+
+/* @n HYPERCALL events traced, then the trace on stdout. */
+static void profile_row(const char *tag, int polling, int no_poll, int n)
+{
+	static double s[MAX_SAMPLES];
+	char f[128], line[512];
+	pid_t tool;
+	FILE *t;
+
+	if (no_poll)
+		set_poll_param(0);
+	tool_start(polling);
+	run_phase(&hooked[0], 1, M_HC, 8, NULL);	/* warm up */
+	while (!tool_tid)
+		usleep(1000);
+	tool = tool_tid;
+	/* The tool's reply writes and the recv() calls that got data. */
+	snprintf(f, sizeof(f), "common_pid == %d && id == %d", tool_tid,
+		 NR_WRITE);
+	tracefs_set("events/raw_syscalls/sys_enter/filter", f);
+	snprintf(f, sizeof(f), "common_pid == %d && id == %d && ret > 0",
+		 tool, NR_RECVFROM);
+	tracefs_set("events/raw_syscalls/sys_exit/filter", f);
+	tracefs_set("trace", "");
+	tracefs_set("tracing_on", "1");
+	run_phase(&hooked[0], 1, M_HC, n, s);
+	tracefs_set("tracing_on", "0");
+	tool_stop();
+	if (no_poll)
+		set_poll_param(poll_param);
+
+	qsort(s, n, sizeof(double), cmp_double);
+	printf("BENCH-PROF-BEGIN %s vcpu=%d tool=%d events=%d median_us=%.1f\n",
+	       tag, hooked[0].tid, tool, n, s[n / 2]);
+	t = fopen(TRACEFS "/trace", "r");
+	TEST_ASSERT(t, "open the trace: %s", strerror(errno));
+	while (fgets(line, sizeof(line), t))
+		if (line[0] != '#')
+			fputs(line, stdout);
+	fclose(t);
+	printf("BENCH-PROF-END %s\n", tag);
+	fflush(stdout);
+}
+
 int main(int argc, char *argv[])
 {
 	struct kvm_introspection_feature all = { .allow = 1, .id = -1 };
 	struct kvm_introspection_hook hook = { };
 	int n = 2000, nhog = 300, ntput = 1000, passes = 10;
-	int short_run = 0, opt, i, v, p, nv, k;
+	int short_run = 0, profile = 0, opt, i, v, p, nv, k;
 	/* Not static: the whole program is loaded into guest memory. */
 	double (*idle)[2][2 * MAX_SAMPLES] = calloc(2, sizeof(*idle));
 	double *chunk = calloc(MAX_SAMPLES, sizeof(double));
@@ -662,9 +767,11 @@ int main(int argc, char *argv[])
 	struct utsname u;
 	int sv[2];
 
-	while ((opt = getopt(argc, argv, "s")) != -1)
+	while ((opt = getopt(argc, argv, "st")) != -1)
 		if (opt == 's')
 			short_run = 1;
+		else if (opt == 't')
+			profile = 1;
 	if (short_run) {
 		n = 40;
 		nhog = 10;
@@ -747,6 +854,15 @@ int main(int argc, char *argv[])
 		run_phase(&hooked[v], 1, M_NONE, 0, NULL);
 	tool_stop();
 
+	if (profile) {
+		profile_setup();
+		profile_row("hc-block", 0, 0, 300);
+		profile_row("hc-poll", 1, 0, 300);
+		if (poll_param > 0)
+			profile_row("hc-block-nopoll", 0, 1, 300);
+		goto out;
+	}
+
 	/*
 	 * Latency, then throughput, in turns; each pass starts at another
 	 * row, so that no row always follows the same one.
@@ -821,6 +937,7 @@ int main(int argc, char *argv[])
 	       nidle, k);
 	print_cdfs();
 
+out:
 	print_stats(vm);
 	printf("tool: %d events answered, %d commands sent, %d answered, %d errors\n",
 	       tool_events, cmds_sent, cmds_answered, cmd_errors);

@@ -6,6 +6,7 @@
 # in merge_config). Configs:
 #   debug          allnoconfig + base.config + debug.config
 #   release        allnoconfig + base.config
+#   trace          allnoconfig + base.config + trace.config    (make profile)
 #   matrix-y       allnoconfig + base.config                  (scripts/matrix.sh)
 #   matrix-m       allnoconfig + base.config + matrix-m.config
 #   matrix-off     allnoconfig + base.config + matrix-m.config + matrix-off.config
@@ -18,11 +19,12 @@
 # .config, its old mtime is kept so nothing is rebuilt.
 . "$(dirname "$0")/lib.sh"
 
-cfg=${1:?usage: config.sh debug|release|matrix-y|matrix-m|matrix-off|matrix-debian|distro}
+cfg=${1:?usage: config.sh debug|release|trace|matrix-y|matrix-m|matrix-off|matrix-debian|distro}
 start=
 case $cfg in
 	debug)       frags=("$CONFIGS/base.config" "$CONFIGS/debug.config") ;;
 	release)     frags=("$CONFIGS/base.config") ;;
+	trace)       frags=("$CONFIGS/base.config" "$CONFIGS/trace.config") ;;
 	matrix-y)    frags=("$CONFIGS/base.config") ;;
 	matrix-m)    frags=("$CONFIGS/base.config" "$CONFIGS/matrix-m.config") ;;
 	matrix-off)  frags=("$CONFIGS/base.config" "$CONFIGS/matrix-m.config" "$CONFIGS/matrix-off.config") ;;
