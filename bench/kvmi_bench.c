@@ -19,8 +19,8 @@
  * scripts/bench.sh.  -s: a short run (make test only checks that it ran).
  * -t: the profile instead (make profile, a kernel with tracing): a few
  * HYPERCALL rows traced through tracefs (KVM's exits and entries, the
- * scheduler's wake-ups and switches, the tool's socket syscalls, two
- * introspection functions), dumped between BENCH-PROF-BEGIN/END lines for
+ * scheduler's wake-ups and switches, the tool's socket syscalls, the
+ * event's send and the kernel's socket reads), dumped between BENCH-PROF-BEGIN/END lines for
  * scripts/profile.py.
  */
 #include <errno.h>
@@ -688,7 +688,12 @@ static void profile_setup(void)
 {
 	/* Functions a compiler may inline: traced when they exist. */
 	static const char * const funcs[] = {
-		"kvmi_msg_send_event", "kvmi_check_reply",
+		"kvmi_msg_send_event", "unix_stream_sendmsg", "kernel_recvmsg",
+	};
+	static const char * const events[] = {
+		"kvm:kvm_exit", "kvm:kvm_entry", "sched:sched_wakeup",
+		"sched:sched_switch", "raw_syscalls:sys_enter",
+		"raw_syscalls:sys_exit",
 	};
 	size_t i;
 
@@ -703,8 +708,10 @@ static void profile_setup(void)
 		if (tracefs_write("set_ftrace_filter", funcs[i], 1))
 			printf("profile: %s is not traceable\n", funcs[i]);
 	tracefs_set("current_tracer", "function");
-	tracefs_set("set_event", "kvm:kvm_exit kvm:kvm_entry sched:sched_wakeup "
-		    "sched:sched_switch raw_syscalls:sys_enter raw_syscalls:sys_exit");
+	tracefs_set("set_event", "");
+	for (i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+		TEST_ASSERT(!tracefs_write("set_event", events[i], 1),
+			    "trace event %s: %s", events[i], strerror(errno));
 }
 
 /* @n HYPERCALL events traced, then the trace on stdout. */
